@@ -1,0 +1,41 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+RUN ?= runs/demo
+
+.PHONY: demo test bench install fashion-mnist test-deps clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
+fashion-mnist:
+	@if [ -f $(FMNIST) ] || [ -f "$${VISLAB_DATA:-/nonexistent}/fashion_mnist/train-images-idx3-ubyte.gz" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else \
+		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (or put the four .gz files in \$$VISLAB_DATA/fashion_mnist)" >&2; exit 2; \
+	fi
+
+demo: install fashion-mnist
+	$(VENV)/bin/vislab train --run-dir $(RUN) --fresh
+	$(VENV)/bin/vislab evaluate $(RUN)
+
+test-deps:
+	@true
+
+test: install fashion-mnist test-deps
+	$(PY) -m pytest -n 2 -q
+
+bench: install fashion-mnist
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,45 @@
+"""The model registry: one name -> one factory, shared by every task package."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+from vislab.errors import UserError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_FAMILY: dict[str, str] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn`` under its own name; a duplicate name is a bug and raises."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise RuntimeError(f"model {name!r} is registered twice")
+    _MODELS[name] = fn
+    _FAMILY[name] = fn.__module__.rsplit(".", 1)[-1]
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def model_family(name: str) -> str:
+    """The module (family) a registered model comes from, e.g. ``'resnet'``."""
+    return _FAMILY[name]
+
+
+def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+    """Build the registered model ``name``; unknown names raise :class:`UserError`."""
+    if name not in _MODELS:
+        close = fnmatch.filter(_MODELS, f"*{name}*")[:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UserError(f"unknown model {name!r}{hint}: run `vislab models` to list them")
+    return _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+create = create_model
