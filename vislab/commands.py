@@ -3,12 +3,143 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a classifier (default recipe: small CNN on Fashion-MNIST)")
+    p.add_argument("config", nargs="?", help="recipe YAML (see configs/); omit for the default recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--run-dir", help="where the run is written (default runs/MODEL-DATA-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--fresh", action="store_true", help="start over in an existing --run-dir (the old run is moved aside)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels: bit-identical reruns and resumes")
+    p.add_argument("--folds", type=int, help="k-fold cross-validation of the recipe on the training set")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run on the test set (writes RUN_DIR/eval.json)")
+    p.add_argument("run_dir")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirrored image")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--topk", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("data", help="data sets: list, check")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
+    dsub.required = True
+    q = dsub.add_parser("list", help="the registered data sets and whether they are present")
+    q.set_defaults(func=_data_list)
+    q = dsub.add_parser("check", help="where a data set was found, counts, checksums")
+    q.add_argument("name")
+    q.add_argument("--root", help="explicit folder with the files")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_data_check)
+
     p = sub.add_parser("models", help="list the registered architectures")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.set_defaults(func=_models)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vislab.config import config_from_run, load_config
+    from vislab.engine import run
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.deterministic:
+        overrides.append("deterministic=true")
+    if args.resume:
+        if not args.run_dir:
+            from vislab.errors import UserError
+            raise UserError("--resume needs --run-dir DIR (the run to continue)")
+        if args.config:
+            from vislab.errors import UserError
+            raise UserError("--resume takes the config saved in the run; drop the CONFIG argument")
+        cfg = config_from_run(args.run_dir)
+        from vislab.config import apply_override, validate
+        for o in overrides:
+            apply_override(cfg, o)
+        validate(cfg)
+    else:
+        cfg = load_config(args.config, overrides)
+    progress = not args.no_progress
+    if args.folds:
+        out = run.cross_validate(cfg, args.folds, args.run_dir, progress=progress)
+        print(f"{args.folds}-fold cross-validation: {out['monitor']} {out['mean']:.4f} ± {out['std']:.4f}")
+        return 0
+    res = run.train(cfg, args.run_dir, resume=args.resume, fresh=args.fresh, progress=progress)
+    print(f"run directory: {res.run_dir}")
+    print(f"best {res.best['monitor']} {res.best['value']:.4f} (epoch {res.best['epoch']}), "
+          f"training time {res.train_time_s:.1f}s")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from vislab.engine import run
+    rep = run.evaluate(args.run_dir, tta=args.tta, device=args.device)
+    print(f"{rep['model']} on {rep['dataset']} test set ({rep['num_samples']} images"
+          f"{', flip TTA' if rep['tta'] else ''}):")
+    print(f"  top-1 {rep['top1']:.4f}   top-5 {rep['top5']:.4f}   loss {rep['loss']:.4f}   "
+          f"macro F1 {rep['macro_f1']:.4f}   macro AUC {rep['macro_auc']:.4f}")
+    worst = sorted(rep["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
+    print("  weakest classes (F1): " + ", ".join(f"{c} {v['f1']:.3f}" for c, v in worst))
+    print("  most confused: " + ", ".join(f"{p['true']}->{p['predicted']} ({p['count']})"
+                                         for p in rep["most_confused"][:3]))
+    print(f"  written: {os.path.join(args.run_dir, 'eval.json')}")
+    print(f"test accuracy: {rep['top1'] * 100:.2f}%")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from vislab.engine import run
+    for r in run.predict(args.run_dir, args.images, args.device, args.topk):
+        shown = "  ".join(f"{p['class']} {p['prob']:.3f}" for p in r["predictions"])
+        print(f"{r['path']}\t{shown}")
+    return 0
+
+
+def _data_list(args: argparse.Namespace) -> int:
+    from vislab.data.datasets import get_dataset_info, list_datasets, locate
+    from vislab.errors import UserError
+    for name in list_datasets():
+        info = get_dataset_info(name)
+        try:
+            where = locate(name) if name != "folder" else "(give data.root)"
+            where = where or "(ships with a package)"
+        except UserError:
+            where = "not found"
+        print(f"{name:16s} {where:40s} {info.description}")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from vislab.data.datasets import check_dataset
+    rep = check_dataset(args.name, args.root)
+    if args.json:
+        print(json.dumps(rep, indent=1))
+        return 0 if rep["ok"] else 1
+    print(f"{rep['name']}: found in {rep['folder'] or '(package data)'}")
+    for split in ("train", "test"):
+        s = rep[split]
+        print(f"  {split}: {s['count']} images of shape {tuple(s['shape'])}, per class {s['per_class']}")
+    for f in rep["files"]:
+        ok = "ok" if f["ok"] else "MISMATCH"
+        how = "content" if f.get("content_ok") and not f["sha256_ok"] else "file"
+        print(f"  {os.path.basename(f['file'])}: sha256 {f['sha256'][:16]}... {ok} ({how} checksum)")
+    return 0 if rep["ok"] else 1
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -35,11 +35,21 @@ def model_family(name: str) -> str:
 
 def create_model(name: str, num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
     """Build the registered model ``name``; unknown names raise :class:`UserError`."""
+    return _factory(name)(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def _factory(name: str) -> Callable[..., nn.Module]:
     if name not in _MODELS:
         close = fnmatch.filter(_MODELS, f"*{name}*")[:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UserError(f"unknown model {name!r}{hint}: run `vislab models` to list them")
-    return _MODELS[name](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return _MODELS[name]
 
 
 create = create_model
+
+
+def model_accepts(name: str, arg: str) -> bool:
+    """Whether the factory of ``name`` takes the keyword ``arg`` (e.g. ``img_size``)."""
+    import inspect
+    return arg in inspect.signature(_factory(name)).parameters

@@ -1,0 +1,238 @@
+"""Recipes as dataclasses: YAML in, ``--set a.b=c`` overrides, validation with clear errors.
+
+A config is a tree of dataclasses; a YAML file or an override names fields by dotted path.  An
+unknown key, a value of the wrong type or a value out of range raises :class:`UserError` naming
+the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from vislab.data.transforms import AugmentConfig
+from vislab.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str | None = None              # explicit folder with the data set's files
+    download: bool = False               # fetch missing files (checksummed)
+    limit_train: int | None = None       # use only the first N training images (quick trials)
+    val_size: float = 5000               # images (or fraction if < 1) carved from the training set
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_pad=2, flip=True))
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+    kwargs: dict[str, Any] = field(default_factory=dict)   # extra constructor arguments
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"                    # sgd | rmsprop | adam | adamw
+    lr: float = 0.2
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = False    # False: no weight decay on BN/LN parameters and biases
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    alpha: float = 0.99                  # RMSProp smoothing
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "onecycle"               # none | step | cosine | onecycle
+    warmup_epochs: float = 0.0           # cosine: linear warm-up
+    step_epochs: int = 10                # step: decay every N epochs
+    gamma: float = 0.1                   # step: decay factor
+    pct_start: float = 0.25              # onecycle: fraction of steps spent rising
+    min_lr_ratio: float = 0.0            # cosine: final lr / peak lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    loss: str = "cross_entropy"          # cross_entropy | bce | mse
+    label_smoothing: float = 0.1
+    grad_clip: float | None = None       # max global L2 norm
+    early_stop_patience: int | None = None  # epochs without val improvement before stopping
+    monitor: str = "val_top1"
+    ema_decay: float | None = None       # e.g. 0.999: evaluate an exponential moving average
+    amp: bool = False                    # autocast (bf16 on CUDA); off by default on CPU
+    channels_last: bool = False
+    aux_weight: float = 0.3              # weight of auxiliary classifier losses (GoogLeNet)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = False
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+_CHOICES = {
+    "optim.name": ("sgd", "rmsprop", "adam", "adamw"),
+    "sched.name": ("none", "step", "cosine", "onecycle"),
+    "train.loss": ("cross_entropy", "bce", "mse"),
+    "train.monitor": ("val_top1", "val_loss"),
+}
+_POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr")
+
+
+def _plain(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    return d
+
+
+def load_config(path: str | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, validated."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            with open(path) as f:
+                raw = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise UserError(f"config file {path} does not exist; check the path") from None
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"cannot read config {path}: {str(e).splitlines()[0]}; fix the YAML") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"config {path} must be a mapping of sections (data:, model:, ...)")
+    cfg = from_dict(raw)
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(raw: dict, cls: type = Config, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking every key and value type."""
+    obj = cls()
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():
+        set_field(obj, hints, key, value, prefix)
+    return obj
+
+
+def set_field(obj: Any, hints: dict, key: str, value: Any, prefix: str) -> None:
+    path = f"{prefix}{key}"
+    if key not in hints:
+        close = difflib.get_close_matches(str(key), hints, n=1)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else f"; known: {', '.join(hints)}"
+        raise UserError(f"unknown config key {path!r}{hint}")
+    typ = hints[key]
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise UserError(f"config key {path!r} is a section; give a mapping, e.g. {path}.<key>=...")
+        sub = getattr(obj, key)
+        sub_hints = typing.get_type_hints(typ)
+        for k, v in value.items():
+            set_field(sub, sub_hints, k, v, f"{path}.")
+        return
+    setattr(obj, key, coerce(value, typ, path))
+
+
+def coerce(value: Any, typ: Any, path: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``typ`` (int -> float allowed)."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(value, a, path)
+            except UserError as e:
+                errors.append(e)
+        raise errors[0]
+    if typ is Any:
+        return value
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ in (int, str, bool):
+        if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
+            return value
+    elif origin is tuple and isinstance(value, (list, tuple)) and len(value) == len(args):
+        return tuple(coerce(v, a, path) for v, a in zip(value, args))
+    elif origin is dict and isinstance(value, dict):
+        return dict(value)
+    name = getattr(typ, "__name__", str(typ))
+    raise UserError(f"config key {path!r} must be {name}, got {value!r} ({type(value).__name__})")
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    """``a.b=c`` with ``c`` parsed as YAML (so 0.1 is a float, true a bool, [1, 2] a list)."""
+    if "=" not in item:
+        raise UserError(f"override {item!r} must look like key=value, e.g. train.epochs=5")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text != "" else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    tree: dict = value
+    for p in reversed(parts):
+        tree = {p: tree}
+    if parts[0] == "model" and len(parts) > 2 and parts[1] == "kwargs":
+        cfg.model.kwargs[".".join(parts[2:])] = value
+        return
+    for k, v in tree.items():
+        set_field(cfg, typing.get_type_hints(Config), k, v, "")
+
+
+def validate(cfg: Config) -> None:
+    d = cfg.to_dict()
+    for path, allowed in _CHOICES.items():
+        sec, key = path.split(".")
+        if d[sec][key] not in allowed:
+            raise UserError(f"config key {path!r} is {d[sec][key]!r}; choose one of {', '.join(allowed)}")
+    for path in _POSITIVE:
+        sec, key = path.split(".")
+        if not d[sec][key] > 0:
+            raise UserError(f"config key {path!r} must be positive, got {d[sec][key]!r}")
+    if cfg.data.limit_train is not None and cfg.data.limit_train <= 0:
+        raise UserError("data.limit_train must be a positive number of images (or null for all)")
+    if not 0 <= cfg.train.label_smoothing < 1:
+        raise UserError("train.label_smoothing must lie in [0, 1)")
+    if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:
+        raise UserError("train.ema_decay must lie in (0, 1), e.g. 0.999")
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write the fully resolved config as YAML, atomically."""
+    from vislab.engine.checkpoint import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def config_from_run(run_dir: str) -> Config:
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(path):
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); give the folder "
+                        "that `vislab train` wrote")
+    return load_config(path)

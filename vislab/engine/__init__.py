@@ -1,0 +1,1 @@
+"""The training engine: a small loop with hooks, optimizers and schedules, checkpoints."""

@@ -1,0 +1,218 @@
+"""Hooks: everything around the loop (schedule, EMA, validation, early stopping, checkpoints,
+logging, plots) is one of these.  Each may keep state, saved in checkpoints for ``--resume``.
+
+Order matters and is the order of the list given to the trainer: validation before early
+stopping before checkpointing before logging.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from vislab.engine.checkpoint import atomic_torch_save, atomic_write_text
+
+if TYPE_CHECKING:
+    from vislab.engine.trainer import Trainer
+
+
+class Hook:
+    def before_train(self, t: Trainer) -> None: ...
+    def before_epoch(self, t: Trainer) -> None: ...
+    def after_step(self, t: Trainer) -> None: ...
+    def after_epoch(self, t: Trainer) -> None: ...
+    def after_train(self, t: Trainer) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class SchedulerHook(Hook):
+    """Steps a torch LR scheduler after every optimisation step."""
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+
+    def after_step(self, t: Trainer) -> None:
+        self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+class EMAHook(Hook):
+    """Exponential moving average of the weights (and BN buffers), used for evaluation:
+    ``theta_ema <- d * theta_ema + (1 - d) * theta``."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    def after_step(self, t: Trainer) -> None:
+        self.ema.update_parameters(t.model)
+
+    def state_dict(self) -> dict:
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema.load_state_dict(state)
+
+
+class EvalHook(Hook):
+    """Validation loss and top-1 after every epoch (on the EMA weights when there are some)."""
+
+    def __init__(self, loader, ema: EMAHook | None = None) -> None:
+        self.loader, self.ema = loader, ema
+
+    def after_epoch(self, t: Trainer) -> None:
+        from vislab.engine.trainer import predict_logits
+        model = self.ema.ema.module if self.ema else t.model
+        logits, labels = predict_logits(model, self.loader, t.amp_dtype)
+        t.epoch_metrics["val_loss"] = float(torch.nn.functional.cross_entropy(logits, labels))
+        t.epoch_metrics["val_top1"] = float((logits.argmax(1) == labels).float().mean())
+
+
+class EarlyStopHook(Hook):
+    """Tracks the best value of ``monitor``; stops after ``patience`` epochs without improvement
+    (``patience=None``: never stops, still tracks the best for ``best.pt``)."""
+
+    def __init__(self, monitor: str = "val_top1", patience: int | None = None) -> None:
+        self.monitor, self.patience = monitor, patience
+        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+
+    def after_epoch(self, t: Trainer) -> None:
+        value = t.epoch_metrics.get(self.monitor)
+        if value is None:
+            return
+        better = value < self.best if self.mode == "min" else value > self.best
+        t.improved = better
+        if better:
+            self.best, self.best_epoch = value, t.epoch
+        elif self.patience is not None and t.epoch - self.best_epoch >= self.patience:
+            t.stop = True
+            t.log(f"early stop: {self.monitor} has not improved for {self.patience} epochs "
+                  f"(best {self.best:.4f} at epoch {self.best_epoch + 1})")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+class CheckpointHook(Hook):
+    """After every epoch: ``checkpoints/last.pt`` with everything needed to resume, and
+    ``checkpoints/best.pt`` (weights to evaluate) when the monitored metric improved.
+    Both are written atomically; a crash can never leave a half-written checkpoint."""
+
+    def __init__(self, run_dir: str, extra: dict | None = None) -> None:
+        self.dir = os.path.join(run_dir, "checkpoints")
+        self.extra = extra or {}
+
+    def after_epoch(self, t: Trainer) -> None:
+        state = t.state_dict()
+        state.update(self.extra)
+        atomic_torch_save(state, os.path.join(self.dir, "last.pt"))
+        if t.improved:
+            best = {"model": t.eval_model().state_dict(), "epoch": t.epoch,
+                    "metrics": dict(t.epoch_metrics), **self.extra}
+            atomic_torch_save(best, os.path.join(self.dir, "best.pt"))
+
+
+class LoggerHook(Hook):
+    """``metrics.jsonl`` (one line per epoch, plus every ``every`` steps), TensorBoard events,
+    a progress bar with loss, accuracy and images/s, and one line per epoch on stdout."""
+
+    def __init__(self, run_dir: str, every: int = 50, tensorboard: bool = True, progress: bool = True) -> None:
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.run_dir, self.every = run_dir, every
+        self.tensorboard, self.progress = tensorboard, progress
+        self.writer = None
+        self.bar = None
+
+    def before_train(self, t: Trainer) -> None:
+        _truncate_log(self.path, t.epoch)
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"), purge_step=t.step or None)
+
+    def before_epoch(self, t: Trainer) -> None:
+        self.t0, self.seen0 = time.perf_counter(), t.seen
+        if self.progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=t.steps_per_epoch, desc=f"epoch {t.epoch + 1}/{t.max_epochs}",
+                            leave=False, file=sys.stderr, disable=None, dynamic_ncols=True)
+
+    def after_step(self, t: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+        if t.step % self.every == 0:
+            loss, acc = t.running()
+            rate = (t.seen - self.seen0) / max(time.perf_counter() - self.t0, 1e-9)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", img_s=f"{rate:.0f}")
+            self._write({"epoch": t.epoch, "step": t.step, "train_loss": loss, "train_top1": acc,
+                         "lr": t.optimizer.param_groups[0]["lr"], "images_per_s": rate})
+
+    def after_epoch(self, t: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        dt = time.perf_counter() - self.t0
+        row = {"epoch": t.epoch, "step": t.step, "epoch_end": True, **t.epoch_metrics,
+               "lr": t.optimizer.param_groups[0]["lr"], "epoch_time_s": dt,
+               "images_per_s": (t.seen - self.seen0) / max(dt, 1e-9)}
+        self._write(row)
+        if self.writer is not None:
+            for k, v in row.items():
+                if isinstance(v, float):
+                    self.writer.add_scalar(k, v, t.step)
+            self.writer.flush()
+        shown = "  ".join(f"{k} {row[k]:.4f}" for k in ("train_loss", "train_top1", "val_loss", "val_top1") if k in row)
+        t.log(f"epoch {t.epoch + 1}/{t.max_epochs}  {shown}  {row['images_per_s']:.0f} img/s  {dt:.1f}s")
+
+    def after_train(self, t: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def _write(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _truncate_log(path: str, epoch: int) -> None:
+    """On resume from epoch ``epoch``, drop log lines of epochs that will be redone."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["epoch"] < epoch]
+    atomic_write_text(path, "".join(rows))
+
+
+class PlotHook(Hook):
+    """After training: loss and accuracy curves (train and val) as PNG in ``plots/``."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+
+    def after_train(self, t: Trainer) -> None:
+        from vislab.report.plots import plot_curves
+        plot_curves(os.path.join(self.run_dir, "metrics.jsonl"), os.path.join(self.run_dir, "plots"))
+
+
+__all__ = ["Hook", "SchedulerHook", "EMAHook", "EvalHook", "EarlyStopHook", "CheckpointHook",
+           "LoggerHook", "PlotHook"]

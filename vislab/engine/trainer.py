@@ -1,0 +1,209 @@
+"""The training loop: forward, loss, backward, step, and hooks around it.
+
+It is deliberately small (compare detectron2's ``SimpleTrainer``); everything else is a hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from vislab.engine.checkpoint import rng_state, set_rng_state
+from vislab.engine.hooks import EMAHook, Hook
+from vislab.errors import UserError
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite; the last checkpoint is left as it was."""
+
+
+def split_outputs(out) -> tuple[Tensor, list[Tensor]]:
+    """Main logits and auxiliary logits from a model's output: a tensor, a tuple
+    ``(logits, aux...)`` or a mapping with ``'logits'`` and ``'aux_logits'``."""
+    if isinstance(out, Tensor):
+        return out, []
+    if isinstance(out, dict):
+        aux = out.get("aux_logits") or []
+        return out["logits"], list(aux) if isinstance(aux, (list, tuple)) else [aux]
+    if isinstance(out, (tuple, list)):
+        rest = [o for o in out[1:] if o is not None]
+        return out[0], rest
+    raise TypeError(f"cannot read logits from model output of type {type(out).__name__}")
+
+
+class Trainer:
+    """Runs ``max_epochs`` epochs over ``loader`` with ``hooks``.
+
+    Args:
+        model, optimizer, loss_fn: what is trained and how (``loss_fn(logits, target)``).
+        loader: iterable of ``(x, target)`` batches already on the device; must have ``gen``
+            (its ``torch.Generator``) whose state is saved for resume, and ``__len__``.
+        hooks: run in list order at each point of the loop.
+        amp_dtype: autocast dtype (``None``: full precision).
+        grad_clip: max global gradient L2 norm (``None``: off).
+        aux_weight: weight of auxiliary-classifier losses (GoogLeNet: 0.3).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor], loader, max_epochs: int,
+                 hooks: Iterable[Hook] = (), device: torch.device = torch.device("cpu"),
+                 amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
+                 aux_weight: float = 0.3, log: Callable[[str], None] = print) -> None:
+        self.model, self.optimizer, self.loss_fn, self.loader = model, optimizer, loss_fn, loader
+        self.max_epochs, self.hooks, self.device = max_epochs, list(hooks), device
+        self.amp_dtype, self.grad_clip, self.aux_weight, self.log = amp_dtype, grad_clip, aux_weight, log
+        self.epoch = self.step = self.seen = 0
+        self.steps_per_epoch = len(loader)
+        self.stop = self.improved = False
+        self.epoch_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> None:
+        try:
+            self._call("before_train")
+            while self.epoch < self.max_epochs and not self.stop:
+                self.run_epoch()
+        finally:
+            self._call("after_train")
+
+    def run_epoch(self) -> None:
+        self.model.train()
+        self.epoch_metrics, self.improved = {}, False
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._correct = torch.zeros((), device=self.device)
+        self._count = 0
+        self._call("before_epoch")
+        for x, y in self.loader:
+            self.train_step(x, y)
+            self._call("after_step")
+        loss, acc = self.running()
+        self._check_finite(loss)
+        self.epoch_metrics.update(train_loss=loss, train_top1=acc)
+        self._call("after_epoch")
+        self.epoch += 1
+
+    def train_step(self, x: Tensor, y: Tensor) -> None:
+        with self.autocast():
+            logits, aux = split_outputs(self.model(x))
+            loss = self.loss_fn(logits, y)
+            for a in aux:
+                loss = loss + self.aux_weight * self.loss_fn(a, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.seen += len(x)
+        with torch.no_grad():
+            hard = y if y.ndim == 1 else y.argmax(1)
+            self._loss_sum += loss.detach() * len(x)
+            self._correct += (logits.argmax(1) == hard).sum()
+            self._count += len(x)
+        if self.step % 25 == 0:
+            self._check_finite(float(self._loss_sum))
+
+    def running(self) -> tuple[float, float]:
+        """Mean training loss and accuracy of the epoch so far."""
+        n = max(self._count, 1)
+        return float(self._loss_sum) / n, float(self._correct) / n
+
+    def _check_finite(self, loss_sum: float) -> None:
+        if not torch.isfinite(torch.tensor(loss_sum)):
+            raise NonFiniteLossError(
+                f"training loss became non-finite at epoch {self.epoch + 1}, step {self.step}; "
+                "lower optim.lr or set train.grad_clip (the last checkpoint is intact: --resume "
+                "continues from it)")
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _call(self, event: str) -> None:
+        for h in self.hooks:
+            getattr(h, event)(self)
+
+    # ------------------------------------------------------------------ state
+    def eval_model(self) -> nn.Module:
+        """The weights to evaluate: the EMA when there is one, else the model."""
+        for h in self.hooks:
+            if isinstance(h, EMAHook):
+                return h.ema.module
+        return self.model
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
+            "epoch": self.epoch + 1,            # the next epoch to run
+            "step": self.step, "seen": self.seen,
+            "epoch_metrics": dict(self.epoch_metrics),
+            "rng": rng_state(),
+            "loader_rng": self.loader.gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for h in self.hooks:
+            if type(h).__name__ in state["hooks"]:
+                h.load_state_dict(state["hooks"][type(h).__name__])
+        self.epoch, self.step, self.seen = state["epoch"], state["step"], state["seen"]
+        set_rng_state(state["rng"])
+        self.loader.gen.set_state(state["loader_rng"])
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader, amp_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """All logits (float32, CPU) and labels of a loader, in eval mode; train mode is restored."""
+    was_training = model.training
+    model.eval()
+    outs, labels = [], []
+    try:
+        for x, y in loader:
+            ctx = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+            with ctx:
+                outs.append(split_outputs(model(x))[0].float().cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; anything else must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("device 'mps' is not available here; use --device cpu")
+    return dev
+
+
+def set_determinism(seed: int, deterministic: bool) -> None:
+    """Seed every generator; with ``deterministic`` also force deterministic kernels."""
+    import random
+
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
