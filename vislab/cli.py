@@ -16,6 +16,8 @@ from vislab.errors import UserError
 
 _EXTENSIONS = (
     "vislab.commands",
+    "vislab.detection.cli",
+    "vislab.analysis.cli",
 )
 
 

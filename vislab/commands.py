@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+
+from vislab.errors import UserError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +55,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from vislab.config import config_from_run, load_config
+    from vislab.config import load_config
     from vislab.engine import run
     overrides = list(args.overrides)
     if args.seed is not None:
@@ -63,16 +66,10 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append("deterministic=true")
     if args.resume:
         if not args.run_dir:
-            from vislab.errors import UserError
             raise UserError("--resume needs --run-dir DIR (the run to continue)")
         if args.config:
-            from vislab.errors import UserError
             raise UserError("--resume takes the config saved in the run; drop the CONFIG argument")
-        cfg = config_from_run(args.run_dir)
-        from vislab.config import apply_override, validate
-        for o in overrides:
-            apply_override(cfg, o)
-        validate(cfg)
+        cfg = _resume_config(args.run_dir, overrides)
     else:
         cfg = load_config(args.config, overrides)
     progress = not args.no_progress
@@ -85,6 +82,26 @@ def _train(args: argparse.Namespace) -> int:
     print(f"best {res.best['monitor']} {res.best['value']:.4f} (epoch {res.best['epoch']}), "
           f"training time {res.train_time_s:.1f}s")
     return 0
+
+
+def _resume_config(run_dir: str, overrides: list[str]):
+    """The saved config of a run; overrides may only move the device (anything else would
+    silently differ from the optimizer and schedule state being resumed)."""
+    from vislab.config import apply_override, config_from_run, validate
+    saved = config_from_run(run_dir)
+    cfg = copy.deepcopy(saved)
+    for o in overrides:
+        apply_override(cfg, o)
+    validate(cfg)
+    before, after = saved.to_dict(), cfg.to_dict()
+    after["device"] = before["device"]
+    if before != after:
+        changed = sorted(f"{sec}.{k}" if isinstance(v, dict) else sec
+                         for sec, v in after.items() for k in (v if isinstance(v, dict) else [None])
+                         if (before[sec] if k is None else before[sec].get(k)) != (v if k is None else v[k]))
+        raise UserError(f"--resume continues the saved run; only the device may change, "
+                        f"not {', '.join(changed)}: start a new run for other settings")
+    return cfg
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -113,7 +130,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _data_list(args: argparse.Namespace) -> int:
     from vislab.data.datasets import get_dataset_info, list_datasets, locate
-    from vislab.errors import UserError
     for name in list_datasets():
         info = get_dataset_info(name)
         try:

@@ -175,6 +175,11 @@ def coerce(value: Any, typ: Any, path: str) -> Any:
         return value
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):     # YAML 1.1 reads 1e-9 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if typ in (int, str, bool):
         if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
             return value

@@ -264,7 +264,14 @@ def locate(name: str, root: str | None = None, download_missing: bool = False) -
         return None
     if root is not None and not os.path.isdir(root):
         raise UserError(f"data folder {root} does not exist; fix data.root or leave it unset")
-    dirs = candidate_dirs(info, root)
+    if root is not None:             # an explicit folder is the only place looked at
+        if not _has_files(root, info):
+            missing = [f.name for f in info.files if not os.path.exists(os.path.join(root, f.name))
+                       and not os.path.exists(os.path.join(root, f.name.removesuffix(".gz")))]
+            raise UserError(f"{', '.join(missing) or 'the data files'} missing in {root}; copy the "
+                            f"data set's files there or leave data.root unset")
+        return root
+    dirs = candidate_dirs(info)
     for d in dirs:
         if _has_files(d, info):
             return d

@@ -1,0 +1,465 @@
+"""Multi-scale detection with a cascade, two ways, and OpenCV's grouping of the hits.
+
+``mode="opencv"`` does what ``cv2.CascadeClassifier.detectMultiScale`` (OpenCV 4) does, to the
+bit: scales ``1, f, f^2, ...`` (as float32), the image resized to ``round(size / scale)`` with
+OpenCV's fixed-point bilinear filter (``INTER_LINEAR_EXACT``), the fixed window scanned with
+a stride of 2 pixels below scale 2 and 1 pixel above, a window skipped when its left
+neighbour failed the first stage, windows with a grey-level std <= 10 rejected, float32
+feature arithmetic, and ``groupRectangles(eps=0.2)``.
+
+``mode="paper"`` is Viola and Jones' detector: the image is never resized; the features are
+scaled instead (rectangle corners rounded, the first weight corrected so a feature still sums
+to zero), and the window moves by ``round(step * scale)`` pixels.
+
+Both evaluate a stage for all live windows at once.  The first stages run densely on each
+scale's grid with strided slices of the integral table; the survivors of every scale then go
+on together, one ``numpy.take`` per rectangle corner and stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vislab.classic.viola_jones.cascade import Cascade, WindowEvaluator, corner_offsets
+from vislab.classic.viola_jones.haar import HaarFeatures, inner_rect, normalisation
+from vislab.classic.viola_jones.integral import integral_image, squared_integral_image, tilted_integral_image
+
+GROUP_EPS = 0.2
+_DENSE_MIN_WINDOWS = 2048      # smaller grids go straight to the gathered path
+_DENSE_MIN_ALIVE = 0.25        # stay on the dense path while this fraction of a grid is alive
+
+
+# --------------------------------------------------------------------------- image helpers
+def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source taps and 8-bit fixed-point weights of OpenCV's bit-exact bilinear filter."""
+    scale = 1.0 / (np.float64(dst) / np.float64(src))
+    pos = scale * (np.arange(dst, dtype=np.float64) + 0.5) - 0.5
+    i0 = np.floor(pos).astype(np.int64)
+    w1 = np.rint((pos - i0) * 256.0).astype(np.int64)
+    border = (i0 < 0) | (i0 >= src - 1)
+    i0 = np.clip(i0, 0, src - 1)
+    i1 = np.where(border, i0, np.minimum(i0 + 1, src - 1))
+    w1 = np.where(border, 0, w1)
+    return i0, i1, 256 - w1, w1
+
+
+def resize_linear_exact(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a uint8 image to (width, height), equal to OpenCV's ``INTER_LINEAR_EXACT``.
+
+    Pixel centres are aligned (``src = (dst + 0.5) * scale - 0.5``), weights are rounded to
+    1/256, rows are filtered first in 16-bit fixed point, then columns, rounding once at the end.
+    """
+    img = np.asarray(img)
+    if img.ndim != 2 or img.dtype != np.uint8:
+        raise ValueError(f"resize_linear_exact needs a 2-D uint8 image, got {img.dtype} {img.shape}")
+    w, h = size
+    if (h, w) == img.shape:
+        return img.copy()
+    x0, x1, a0, a1 = _linear_taps(img.shape[1], w)
+    y0, y1, b0, b1 = _linear_taps(img.shape[0], h)
+    src = img.astype(np.int32)
+    rows = src[:, x0] * a0.astype(np.int32) + src[:, x1] * a1.astype(np.int32)      # 8 fractional bits
+    out = rows[y0] * b0[:, None].astype(np.int32) + rows[y1] * b1[:, None].astype(np.int32)
+    return ((out + (1 << 15)) >> 16).astype(np.uint8)
+
+
+def rgb_to_gray(img: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) to grey as OpenCV's ``cvtColor(RGB2GRAY)`` computes it (14-bit fixed point)."""
+    img = np.asarray(img)
+    if img.ndim == 2:
+        return img.astype(np.uint8)
+    if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
+        raise ValueError(f"rgb_to_gray needs a uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
+    r, g, b = (img[..., k].astype(np.int32) for k in range(3))
+    return ((r * 4899 + g * 9617 + b * 1868 + (1 << 13)) >> 14).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class Candidates:
+    """Raw windows from a scan, before grouping.
+
+    Attributes:
+        rects: (n, 4) int64 ``x, y, w, h`` in image pixels.
+        scores: (n,) float64 sum of the last stage.
+        passed: (n,) bool, the window passed every stage (False only for windows kept with
+            ``last_stage=True`` that failed the last stage).
+    """
+
+    rects: np.ndarray
+    scores: np.ndarray
+    passed: np.ndarray
+
+    def accepted(self, threshold: float | None = None) -> np.ndarray:
+        """Rects that pass, or that pass with the last stage's threshold moved to ``threshold``."""
+        keep = self.passed if threshold is None else self.scores >= np.float32(threshold) - np.float32(1e-5)
+        return self.rects[keep]
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Grouped detections: boxes (n, 4) int64 ``x1, y1, x2, y2`` and how many raw windows each merges."""
+
+    boxes: np.ndarray
+    neighbors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+# --------------------------------------------------------------------------- scanning engine
+@dataclass
+class _Grid:
+    """Windows of one scale: origins ``(row0 + i * step, col0 + j * step)`` in the table buffer."""
+
+    row0: int
+    col0: int
+    step: int
+    shape: tuple[int, int]
+    vnf: np.ndarray          # (ny, nx) float32
+    ok: np.ndarray           # (ny, nx) bool, textured enough to classify
+    set_index: int           # which feature set (scale) of the evaluator
+    origin_scale: float      # OpenCV mode: multiply window coordinates by it; paper mode: 1
+    window: tuple[int, int]  # window size in image pixels
+    float_coords: bool       # OpenCV rounds x * scale in float32
+
+
+def _box_sums(table: np.ndarray, rect: tuple[int, int, int, int], step: int, shape: tuple[int, int],
+              row0: int = 0, col0: int = 0) -> np.ndarray:
+    """Sums of ``rect`` (window coordinates) at every grid window, by four strided slices."""
+    x, y, w, h = rect
+    ny, nx = shape
+
+    def view(r: int, c: int) -> np.ndarray:
+        r, c = row0 + r, col0 + c
+        return table[r:r + (ny - 1) * step + 1:step, c:c + (nx - 1) * step + 1:step]
+
+    return view(y + h, x + w) - view(y, x + w) - view(y + h, x) + view(y, x)
+
+
+def _grid_normalisation(ii: np.ndarray, sq: np.ndarray, rect: tuple[int, int, int, int], step: int,
+                        shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return normalisation(_box_sums(ii, rect, step, shape), _box_sums(sq, rect, step, shape), rect[2] * rect[3])
+
+
+def _skip_mask(failed_first: np.ndarray) -> np.ndarray:
+    """Windows OpenCV evaluates at all: after a window fails stage 0 its right neighbour is skipped.
+
+    Along a row, window j is evaluated iff the run of first-stage failures just before it
+    has even length (a failure skips the next window, which then cannot skip its own).
+    """
+    ny, nx = failed_first.shape
+    idx = np.broadcast_to(np.arange(nx), (ny, nx))
+    last_ok = np.maximum.accumulate(np.where(failed_first, -1, idx), axis=1)   # last non-failure <= j
+    run = np.zeros((ny, nx), np.int64)
+    run[:, 1:] = idx[:, 1:] - 1 - last_ok[:, :-1]
+    return run % 2 == 0
+
+
+def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip_rule: bool,
+         last_stage: bool) -> Candidates:
+    """Evaluate the cascade on every grid; return the windows that pass (and, with
+    ``last_stage``, every window that reaches the last stage, with its sum)."""
+    n_stages = evaluator.cascade.n_stages
+    flat_table = table.reshape(-1)
+    shapes = np.array([g.shape for g in grids], np.int64).reshape(-1, 2)
+    vnf_all = np.concatenate([g.vnf.ravel() for g in grids] or [np.zeros(0, np.float32)])
+    vnf_start = np.concatenate([[0], np.cumsum(shapes.prod(1))[:-1]]).astype(np.int64)
+    row0, col0, step, sets = (np.array([getattr(g, k) for g in grids], np.int64)
+                              for k in ("row0", "col0", "step", "set_index"))
+    empty = np.zeros(0, np.int64)
+    single = evaluator.flat.shape[0] == 1
+    # windows that leave the dense path, by the stage they need next: (grid, row, column)
+    waiting: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(n_stages + 1)]
+    reached_last: list[tuple[np.ndarray, ...]] = []
+    for g_idx, g in enumerate(grids):
+        alive = g.ok.copy()
+        stage = 0
+        while stage < n_stages and alive.any() and (
+                stage == 0 or (alive.size >= _DENSE_MIN_WINDOWS and alive.mean() >= _DENSE_MIN_ALIVE)):
+            sums = evaluator.stage_sums(stage, lambda f: evaluator.dense_values(
+                table, g.row0, g.col0, g.step, g.shape, g.vnf, f, g.set_index)).reshape(g.shape)
+            ok = evaluator.passes(stage, sums)
+            if last_stage and stage == n_stages - 1:
+                i, j = np.nonzero(alive)
+                reached_last.append((np.full(len(i), g_idx), i, j, sums[i, j]))
+            if stage == 0 and skip_rule:
+                alive &= _skip_mask(alive & ~ok)
+            alive &= ok
+            stage += 1
+        i, j = np.nonzero(alive)
+        waiting[stage].append((np.full(len(i), g_idx), i, j))
+
+    def join(live: tuple[np.ndarray, ...], more: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        return tuple(np.concatenate([live[k]] + [m[k] for m in more]).astype(np.int64) for k in range(3))
+
+    live = (empty, empty, empty)
+    for stage in range(n_stages):
+        live = join(live, waiting[stage])
+        gid, i, j = live
+        if not len(gid):
+            continue
+        base = (row0[gid] + i * step[gid]) * table.shape[1] + col0[gid] + j * step[gid]
+        vnf = vnf_all[vnf_start[gid] + i * shapes[gid, 1] + j]
+        sums = evaluator.stage_sums(stage, lambda f: evaluator.gather_values(flat_table, base, vnf, f, None if single else sets[gid]))
+        ok = evaluator.passes(stage, sums)
+        if last_stage and stage == n_stages - 1:
+            reached_last.append((gid, i, j, sums))
+        live = tuple(a[ok] for a in live)
+    gid, i, j = join(live, waiting[n_stages])
+    if last_stage:
+        gid, i, j = (np.concatenate([r[k] for r in reached_last] or [empty]).astype(np.int64) for k in range(3))
+        scores = np.concatenate([r[3] for r in reached_last] or [np.zeros(0)])
+        passed = evaluator.passes(n_stages - 1, scores)
+    else:
+        scores, passed = np.full(len(gid), np.nan), np.ones(len(gid), bool)
+    return Candidates(_window_rects(grids, gid, i, j), scores, passed)
+
+
+def _window_rects(grids: list[_Grid], gid: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    rects = np.zeros((len(gid), 4), np.int64)
+    for g_idx in np.unique(gid):
+        g = grids[g_idx]
+        sel = gid == g_idx
+        x, y = j[sel] * g.step, i[sel] * g.step
+        if g.float_coords:   # OpenCV: cvRound(x * scalingFactor) in float32
+            sc = np.float32(g.origin_scale)
+            x = np.rint(x.astype(np.float32) * sc).astype(np.int64)
+            y = np.rint(y.astype(np.float32) * sc).astype(np.int64)
+        rects[sel] = np.stack([x, y, np.full_like(x, g.window[0]), np.full_like(x, g.window[1])], 1)
+    return rects
+
+
+# --------------------------------------------------------------------------- OpenCV's detector
+def opencv_scales(image_size: tuple[int, int], window: tuple[int, int], scale_factor: float,
+                  min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0)) -> list[np.float32]:
+    """The scales ``detectMultiScale`` visits for a (width, height) image, as float32."""
+    img_w, img_h = image_size
+    win_w, win_h = window
+    if img_w < win_w or img_h < win_h:
+        return []
+    if max_size[0] == 0 or max_size[1] == 0:
+        max_size = (img_w, img_h)
+    all_scales = []
+    factor = 1.0
+    while np.rint(win_w * factor) <= img_w and np.rint(win_h * factor) <= img_h:
+        all_scales.append(np.float32(factor))
+        factor *= scale_factor
+    sizes = [(int(np.rint(np.float32(win_w) * s)), int(np.rint(np.float32(win_h) * s))) for s in all_scales]
+    scales = []
+    for s, (w, h) in zip(all_scales, sizes):
+        if w > max_size[0] or h > max_size[1]:
+            break
+        if w < min_size[0] or h < min_size[1]:
+            continue
+        scales.append(s)
+    if not scales and all_scales:   # OpenCV then takes the scale closest to min_size
+        d = [(min_size[0] - w) ** 2 + (min_size[1] - h) ** 2 for w, h in sizes]
+        scales.append(all_scales[int(np.argmin(d))])
+    return scales
+
+
+def scan_opencv(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
+                min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
+                last_stage: bool = False) -> Candidates:
+    """All windows OpenCV's ``detectMultiScale`` accepts before grouping (its scan, bit for bit).
+
+    With ``last_stage=True`` every window that reaches the last stage is returned with that
+    stage's sum, for ROC curves that move the last threshold.
+    """
+    gray = _check_gray(gray)
+    img_h, img_w = gray.shape
+    win_w, win_h = cascade.window
+    scales = opencv_scales((img_w, img_h), cascade.window, scale_factor, min_size, max_size)
+    tilted = bool(cascade.features.tilted.any())
+    sizes = [(int(np.rint(np.float32(img_w) / s)), int(np.rint(np.float32(img_h) / s))) for s in scales]
+    stride = max((w + 1 for w, _ in sizes), default=1)
+    rows = sum(h + 1 for _, h in sizes)
+    table = np.zeros((rows * (2 if tilted else 1), stride), np.int32)
+    norm = inner_rect(cascade.window)
+    grids, row0 = [], 0
+    for s, (w, h) in zip(scales, sizes):
+        img = resize_linear_exact(gray, (w, h))
+        ii = integral_image(img)
+        table[row0:row0 + h + 1, :w + 1] = ii
+        if tilted:
+            table[rows + row0:rows + row0 + h + 1, :w + 1] = tilted_integral_image(img)
+        step = 1 if s >= 2 else 2
+        n = [-(-(w + 1 - win_w) // step), -(-(h + 1 - win_h) // step)]   # ceil over OpenCV's working size
+        shape = (max(n[1], 0), max(n[0], 0))
+        vnf, ok = _grid_normalisation(ii, squared_integral_image(img), norm, step, shape)
+        win = (int(np.rint(np.float32(win_w) * s)), int(np.rint(np.float32(win_h) * s)))
+        grids.append(_Grid(row0, 0, step, shape, vnf, ok, 0, float(s), win, True))
+        row0 += h + 1
+    evaluator = WindowEvaluator(cascade, stride, rows)
+    return _run(evaluator, table, grids, skip_rule=True, last_stage=last_stage)
+
+
+# --------------------------------------------------------------------------- the paper's detector
+def scale_features(features: HaarFeatures, scale: float) -> HaarFeatures:
+    """Features scaled by ``scale`` for the paper's detector, with corrected weights.
+
+    Upright rectangles scale their corners (so adjacent rectangles stay adjacent); tilted ones
+    scale x, y, w, h.  Rounding changes areas, so the first weight becomes
+    ``-sum(w_k * area_k, k >= 1) / area_0``: a feature still sums to zero on a flat patch.
+    """
+    r = features.rects.astype(np.float64)
+    x0, y0 = np.rint(r[..., 0] * scale), np.rint(r[..., 1] * scale)
+    upright = np.stack([x0, y0, np.rint((r[..., 0] + r[..., 2]) * scale) - x0,
+                        np.rint((r[..., 1] + r[..., 3]) * scale) - y0], -1)
+    tilted = np.rint(r * scale)
+    rects = np.where(features.tilted[:, None, None], tilted, upright).astype(np.int32)
+    weights = features.weights.astype(np.float64).copy()
+    area = (rects[..., 2] * rects[..., 3]).astype(np.float64)
+    rest = (weights[:, 1:] * area[:, 1:]).sum(1)
+    weights[:, 0] = np.where(area[:, 0] > 0, -rest / np.maximum(area[:, 0], 1), weights[:, 0])
+    return HaarFeatures(rects, weights.astype(np.float32), features.tilted)
+
+
+def paper_scales(image_size: tuple[int, int], window: tuple[int, int], scale_factor: float,
+                 min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0)) -> list[float]:
+    img_w, img_h = image_size
+    max_w, max_h = (img_w, img_h) if max_size[0] == 0 or max_size[1] == 0 else max_size
+    scales, s = [], 1.0
+    while np.rint(window[0] * s) <= min(img_w, max_w) and np.rint(window[1] * s) <= min(img_h, max_h):
+        if np.rint(window[0] * s) >= min_size[0] and np.rint(window[1] * s) >= min_size[1]:
+            scales.append(s)
+        s *= scale_factor
+    return scales
+
+
+def scan_paper(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.25, step: float = 1.5,
+               min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
+               last_stage: bool = False) -> Candidates:
+    """Viola and Jones' scan: one integral image, features scaled, window step ``round(step * s)``."""
+    gray = _check_gray(gray)
+    img_h, img_w = gray.shape
+    tilted = bool(cascade.features.tilted.any())
+    ii = integral_image(gray)
+    sq = squared_integral_image(gray)
+    table = np.concatenate([ii, tilted_integral_image(gray)]) if tilted else ii
+    scales = paper_scales((img_w, img_h), cascade.window, scale_factor, min_size, max_size)
+    corners, weights, grids = [], [], []
+    norm = np.array([inner_rect(cascade.window)], np.int32)
+    for k, s in enumerate(scales):
+        feats = scale_features(cascade.features, s)
+        corners.append(corner_offsets(feats, img_h + 1))
+        weights.append(feats.weights)
+        win = (int(np.rint(cascade.window[0] * s)), int(np.rint(cascade.window[1] * s)))
+        st = max(1, int(np.rint(step * s)))
+        shape = ((img_h - win[1]) // st + 1, (img_w - win[0]) // st + 1)
+        nx0, ny0 = np.rint(norm[0, :2] * s)
+        nrect = (int(nx0), int(ny0), int(np.rint((norm[0, 0] + norm[0, 2]) * s) - nx0),
+                 int(np.rint((norm[0, 1] + norm[0, 3]) * s) - ny0))
+        vnf, ok = _grid_normalisation(ii, sq, nrect, st, shape)
+        grids.append(_Grid(0, 0, st, shape, vnf, ok, k, 1.0, win, False))
+    if not scales:
+        return Candidates(np.zeros((0, 4), np.int64), np.zeros(0), np.zeros(0, bool))
+    evaluator = WindowEvaluator(cascade, img_w + 1, corners=np.stack(corners), weights=np.stack(weights))
+    return _run(evaluator, table, grids, skip_rule=False, last_stage=last_stage)
+
+
+# --------------------------------------------------------------------------- grouping
+def _similar(a: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    """OpenCV's SimilarRects: all four edges within eps * mean(min width, min height)."""
+    delta = eps * (np.minimum(a[:, None, 2], b[None, :, 2]) + np.minimum(a[:, None, 3], b[None, :, 3])) * 0.5
+    close = np.abs(a[:, None, 0] - b[None, :, 0]) <= delta
+    close &= np.abs(a[:, None, 1] - b[None, :, 1]) <= delta
+    close &= np.abs(a[:, None, 0] + a[:, None, 2] - b[None, :, 0] - b[None, :, 2]) <= delta
+    close &= np.abs(a[:, None, 1] + a[:, None, 3] - b[None, :, 1] - b[None, :, 3]) <= delta
+    return close
+
+
+def group_rectangles(rects: np.ndarray, group_threshold: int, eps: float = GROUP_EPS) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's ``groupRectangles``: cluster similar (x, y, w, h) rects, average each cluster,
+    drop clusters of ``<= group_threshold`` rects and small clusters inside bigger ones.
+
+    Returns ``(rects (m, 4) int64, neighbours (m,) int64)``; with ``group_threshold <= 0`` the
+    rects come back unchanged, as in OpenCV.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rects = np.asarray(rects, np.int64).reshape(-1, 4)
+    n = len(rects)
+    if group_threshold <= 0 or n == 0:
+        return rects.copy(), np.ones(n, np.int64)
+    pairs_i, pairs_j = [], []
+    for s in range(0, n, 1024):   # the similarity relation, in blocks of rows
+        bi, bj = np.nonzero(_similar(rects[s:s + 1024], rects, eps))
+        pairs_i.append(bi + s), pairs_j.append(bj)
+    i, j = np.concatenate(pairs_i), np.concatenate(pairs_j)
+    _, labels = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)), directed=False)
+    _, first = np.unique(labels, return_index=True)          # number clusters by first member, as OpenCV
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(np.argsort(first))] = np.arange(len(first))
+    labels = rank[labels]
+    count = np.bincount(labels)
+    sums = np.stack([np.bincount(labels, rects[:, k]) for k in range(4)], 1)
+    inv = (np.float32(1) / count.astype(np.float32))[:, None]
+    avg = np.rint(sums.astype(np.float32) * inv).astype(np.int64)
+    big = count > group_threshold
+    dx = np.rint(avg[:, 2] * eps).astype(np.int64)
+    dy = np.rint(avg[:, 3] * eps).astype(np.int64)
+    # inside[i, j]: cluster i lies inside cluster j grown by (dx_j, dy_j)
+    inside = (avg[:, None, 0] >= avg[None, :, 0] - dx[None]) & (avg[:, None, 1] >= avg[None, :, 1] - dy[None])
+    inside &= avg[:, None, 0] + avg[:, None, 2] <= avg[None, :, 0] + avg[None, :, 2] + dx[None]
+    inside &= avg[:, None, 1] + avg[:, None, 3] <= avg[None, :, 1] + avg[None, :, 3] + dy[None]
+    stronger = (count[None, :] > np.maximum(3, count[:, None])) | (count[:, None] < 3)
+    np.fill_diagonal(inside, False)
+    swallowed = (inside & stronger & big[None, :]).any(1)
+    keep = big & ~swallowed
+    return avg[keep], count[keep]
+
+
+# --------------------------------------------------------------------------- public entry point
+def _check_gray(gray: np.ndarray) -> np.ndarray:
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"detection needs a 2-D uint8 grey image, got {gray.dtype} {gray.shape}; "
+                         "convert colour images with rgb_to_gray")
+    return gray
+
+
+def clip_rects(rects: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's clipObjects: (x, y, w, h) rects cut to the image, as (x1, y1, x2, y2); and the kept mask."""
+    w, h = image_size
+    x1 = np.clip(rects[:, 0], 0, w)
+    y1 = np.clip(rects[:, 1], 0, h)
+    x2 = np.clip(rects[:, 0] + rects[:, 2], 0, w)
+    y2 = np.clip(rects[:, 1] + rects[:, 3], 0, h)
+    keep = (x2 > x1) & (y2 > y1)
+    return np.stack([x1, y1, x2, y2], 1)[keep], keep
+
+
+def detect(cascade: Cascade, gray: np.ndarray, mode: str = "opencv", scale_factor: float | None = None,
+           min_neighbors: int = 3, min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
+           step: float = 1.5) -> Detections:
+    """Detect objects in a uint8 grey image.
+
+    Args:
+        cascade: the cascade (trained by vislab or read from OpenCV's XML).
+        gray: (H, W) uint8 image.
+        mode: ``"opencv"`` (resize the image; same boxes as ``cv2.CascadeClassifier``) or
+            ``"paper"`` (scale the features).
+        scale_factor: ratio between scales; default 1.1 (OpenCV's) or 1.25 (the paper's).
+        min_neighbors: a detection must merge more than this many windows.
+        min_size, max_size: bounds on the window size (0: none).
+        step: paper mode only, window step at scale 1 (it grows with the scale).
+    """
+    if mode == "opencv":
+        cands = scan_opencv(cascade, gray, scale_factor or 1.1, min_size, max_size)
+    elif mode == "paper":
+        cands = scan_paper(cascade, gray, scale_factor or 1.25, step, min_size, max_size)
+    else:
+        raise ValueError(f"mode must be 'opencv' or 'paper', got {mode!r}")
+    return group_candidates(cands.rects, min_neighbors, (gray.shape[1], gray.shape[0]))
+
+
+def group_candidates(rects: np.ndarray, min_neighbors: int, image_size: tuple[int, int]) -> Detections:
+    """Group raw (x, y, w, h) windows and clip them to the image, as detectMultiScale finishes."""
+    grouped, neighbors = group_rectangles(rects, min_neighbors)
+    boxes, keep = clip_rects(grouped, image_size)
+    return Detections(boxes, neighbors[keep])

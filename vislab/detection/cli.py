@@ -1,0 +1,106 @@
+"""Detection commands: ``vislab eval-detections`` here, and the arguments and handler of
+``vislab data make-scenes`` (wired into the ``data`` group by :mod:`vislab.commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from vislab.errors import UserError
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval-detections", help="COCO AP/AR of detections against COCO ground truth",
+                       description="Prints pycocotools' twelve numbers (same rules, faster).")
+    p.add_argument("gt", help="COCO ground-truth JSON (images, annotations, categories)")
+    p.add_argument("pred", help="COCO results JSON: a list of {image_id, category_id, bbox, score}")
+    p.add_argument("--iou-type", choices=["bbox"], default="bbox",
+                   help="what to compare: boxes (mask IoU comes with the segmentation module)")
+    p.add_argument("--per-class", action="store_true", help="also print AP and AP50 per category")
+    p.add_argument("--voc", action="store_true",
+                   help="also print Pascal VOC AP at IoU 0.5 per category (all-points and 11-point)")
+    p.add_argument("--plot", metavar="PNG", help="write precision-recall curves at IoU 0.5 per category")
+    p.add_argument("--json", metavar="OUT", help="write all numbers as JSON")
+    p.set_defaults(func=_eval_detections)
+
+
+def _eval_detections(args: argparse.Namespace) -> int:
+    from vislab.metrics import detection as D
+    table, image_ids, category_ids, names = D.load_coco_ground_truth(args.gt)
+    dets = D.load_coco_results(args.pred, image_ids, category_ids)
+    precision, recall = D.evaluate_tables(table, dets, len(image_ids), len(category_ids))
+    ev = D.CocoEvaluation(precision, recall, names)
+    print(ev.summary())
+    out: dict = {"gt": args.gt, "pred": args.pred, "iou_type": args.iou_type, "coco": ev.as_dict()}
+    if args.per_class:
+        out["per_category"] = ev.per_category()
+        print(f"\n{'category':24s} {'AP':>7s} {'AP50':>7s}")
+        for name, v in out["per_category"].items():
+            print(f"{name[:24]:24s} {v['AP']:7.3f} {v['AP50']:7.3f}")
+    if args.voc:
+        voc = D.voc_evaluate_tables(table, dets, len(image_ids), names)
+        voc07 = D.voc_evaluate_tables(table, dets, len(image_ids), names, use_07_metric=True)
+        out["voc"] = {"mAP": voc.mean_ap, "mAP_07": voc07.mean_ap,
+                      "per_category": {n: {"AP": _finite(a), "AP_07": _finite(b)}
+                                       for n, a, b in zip(names, voc.ap, voc07.ap)}}
+        print(f"\nPascal VOC, IoU 0.5: mAP {voc.mean_ap:.4f} (all points), {voc07.mean_ap:.4f} (11-point)")
+        if args.per_class:
+            for n, a, b in zip(names, voc.ap, voc07.ap):
+                print(f"{n[:24]:24s} {a:7.3f} {b:7.3f}")
+    if args.plot:
+        D.plot_pr_curves(ev.pr_curves(0.5), args.plot, "precision-recall, IoU 0.5")
+        print(f"precision-recall curves: {args.plot}")
+    if args.json:
+        from vislab.engine.checkpoint import atomic_write_text
+        atomic_write_text(args.json, json.dumps(out, indent=2))
+    return 0
+
+
+def _finite(x: float) -> float | None:
+    return None if x != x else float(x)
+
+
+def add_make_scenes_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``vislab data make-scenes``."""
+    parser.add_argument("out", help="folder to write (must be new or empty)")
+    parser.add_argument("--source", default="fashion_mnist",
+                        help="grayscale data set whose items are pasted: fashion_mnist (default), mnist, digits")
+    parser.add_argument("--train", type=int, default=1000, help="number of training scenes (default 1000)")
+    parser.add_argument("--val", type=int, default=200, help="number of validation scenes (default 200)")
+    parser.add_argument("--test", type=int, default=200, help="number of test scenes (default 200)")
+    parser.add_argument("--size", default="128", metavar="H[xW]", help="canvas size, e.g. 128 or 96x160")
+    parser.add_argument("--objects", type=int, nargs=2, default=(2, 6), metavar=("MIN", "MAX"),
+                        help="objects per scene (default 2 6)")
+    parser.add_argument("--scale", type=float, nargs=2, default=(1.0, 2.5), metavar=("MIN", "MAX"),
+                        help="item size relative to its source size (default 1.0 2.5)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--data-dir", help="folder with the source data set's files")
+
+
+def run_make_scenes(args: argparse.Namespace) -> int:
+    from vislab.detection.scenes import SceneConfig, make_scene_dataset
+    size = _parse_size(args.size)
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        raise UserError(f"{args.out} is not empty; choose a new folder or empty it")
+    config = SceneConfig(source=args.source, image_size=size, objects=tuple(args.objects),
+                         scale=tuple(args.scale))
+    counts = {"train": args.train, "val": args.val, "test": args.test}
+    if any(n < 0 for n in counts.values()):
+        raise UserError(f"scene counts must be >= 0, got {counts}")
+    paths = make_scene_dataset(args.out, counts, config, args.seed, args.data_dir)
+    for split, path in paths.items():
+        with open(path) as f:
+            coco = json.load(f)
+        print(f"{split:5s}: {len(coco['images'])} scenes, {len(coco['annotations'])} objects -> {path}")
+    return 0
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise UserError(f"--size {text!r}: give H or HxW in pixels, e.g. 128 or 96x160")
+    return (parts[0], parts[-1])
