@@ -28,6 +28,7 @@ class DataConfig:
     download: bool = False               # fetch missing files (checksummed)
     limit_train: int | None = None       # use only the first N training images (quick trials)
     val_size: float = 5000               # images (or fraction if < 1) carved from the training set
+    kwargs: dict[str, Any] = field(default_factory=dict)   # options of generated data sets
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_pad=2, flip=True))
 
 
@@ -69,7 +70,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = None       # max global L2 norm
     early_stop_patience: int | None = None  # epochs without val improvement before stopping
-    monitor: str = "val_top1"
+    monitor: str = "val_top1"            # a validation metric of the task (e.g. val_top1, val_loss)
     ema_decay: float | None = None       # e.g. 0.999: evaluate an exponential moving average
     amp: bool = False                    # autocast (bf16 on CUDA); off by default on CPU
     channels_last: bool = False
@@ -83,6 +84,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "classification"         # see `vislab.engine.tasks.list_tasks()`
     seed: int = 0
     device: str = "auto"
     deterministic: bool = False
@@ -95,7 +97,6 @@ _CHOICES = {
     "optim.name": ("sgd", "rmsprop", "adam", "adamw"),
     "sched.name": ("none", "step", "cosine", "onecycle"),
     "train.loss": ("cross_entropy", "bce", "mse"),
-    "train.monitor": ("val_top1", "val_loss"),
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr")
 
@@ -204,14 +205,17 @@ def apply_override(cfg: Config, item: str) -> None:
     tree: dict = value
     for p in reversed(parts):
         tree = {p: tree}
-    if parts[0] == "model" and len(parts) > 2 and parts[1] == "kwargs":
-        cfg.model.kwargs[".".join(parts[2:])] = value
+    if len(parts) > 2 and parts[0] in ("model", "data") and parts[1] == "kwargs":
+        getattr(cfg, parts[0]).kwargs[".".join(parts[2:])] = value
         return
     for k, v in tree.items():
         set_field(cfg, typing.get_type_hints(Config), k, v, "")
 
 
 def validate(cfg: Config) -> None:
+    from vislab.engine.tasks import list_tasks
+    if cfg.task not in list_tasks():
+        raise UserError(f"config key 'task' is {cfg.task!r}; choose one of {', '.join(list_tasks())}")
     d = cfg.to_dict()
     for path, allowed in _CHOICES.items():
         sec, key = path.split(".")

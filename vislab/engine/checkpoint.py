@@ -20,6 +20,7 @@ def _atomic(path: str, write) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; give the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -28,6 +29,12 @@ def _atomic(path: str, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

@@ -70,17 +70,15 @@ class EMAHook(Hook):
 
 
 class EvalHook(Hook):
-    """Validation loss and top-1 after every epoch (on the EMA weights when there are some)."""
+    """Validation metrics after every epoch, by the task's ``validate(model, loader)`` (on the
+    EMA weights when there are some)."""
 
-    def __init__(self, loader, ema: EMAHook | None = None) -> None:
-        self.loader, self.ema = loader, ema
+    def __init__(self, loader, validate, ema: EMAHook | None = None) -> None:
+        self.loader, self.validate, self.ema = loader, validate, ema
 
     def after_epoch(self, t: Trainer) -> None:
-        from vislab.engine.trainer import predict_logits
         model = self.ema.ema.module if self.ema else t.model
-        logits, labels = predict_logits(model, self.loader, t.amp_dtype)
-        t.epoch_metrics["val_loss"] = float(torch.nn.functional.cross_entropy(logits, labels))
-        t.epoch_metrics["val_top1"] = float((logits.argmax(1) == labels).float().mean())
+        t.epoch_metrics.update(self.validate(model, self.loader, t.amp_dtype))
 
 
 class EarlyStopHook(Hook):
@@ -163,8 +161,12 @@ class LoggerHook(Hook):
             loss, acc = t.running()
             rate = (t.seen - self.seen0) / max(time.perf_counter() - self.t0, 1e-9)
             if self.bar is not None:
-                self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", img_s=f"{rate:.0f}")
-            self._write({"epoch": t.epoch, "step": t.step, "train_loss": loss, "train_top1": acc,
+                shown = {"loss": f"{loss:.3f}", "img_s": f"{rate:.0f}"}
+                if acc is not None:
+                    shown["acc"] = f"{acc:.3f}"
+                self.bar.set_postfix(shown)
+            self._write({"epoch": t.epoch, "step": t.step, "train_loss": loss,
+                         **({"train_top1": acc} if acc is not None else {}),
                          "lr": t.optimizer.param_groups[0]["lr"], "images_per_s": rate})
 
     def after_epoch(self, t: Trainer) -> None:
@@ -180,7 +182,8 @@ class LoggerHook(Hook):
                 if isinstance(v, float):
                     self.writer.add_scalar(k, v, t.step)
             self.writer.flush()
-        shown = "  ".join(f"{k} {row[k]:.4f}" for k in ("train_loss", "train_top1", "val_loss", "val_top1") if k in row)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items()
+                          if k.startswith(("train_", "val_")) and isinstance(v, float))
         t.log(f"epoch {t.epoch + 1}/{t.max_epochs}  {shown}  {row['images_per_s']:.0f} img/s  {dt:.1f}s")
 
     def after_train(self, t: Trainer) -> None:

@@ -39,23 +39,25 @@ class Trainer:
     """Runs ``max_epochs`` epochs over ``loader`` with ``hooks``.
 
     Args:
-        model, optimizer, loss_fn: what is trained and how (``loss_fn(logits, target)``).
+        model, optimizer: what is trained.
+        loss_fn: ``loss_fn(model_output, target) -> loss`` (the task's loss, aux heads included).
+        correct_fn: ``correct_fn(model_output, target) -> number of correct samples`` for the
+            running training accuracy (``None``: not tracked).
         loader: iterable of ``(x, target)`` batches already on the device; must have ``gen``
             (its ``torch.Generator``) whose state is saved for resume, and ``__len__``.
         hooks: run in list order at each point of the loop.
         amp_dtype: autocast dtype (``None``: full precision).
         grad_clip: max global gradient L2 norm (``None``: off).
-        aux_weight: weight of auxiliary-classifier losses (GoogLeNet: 0.3).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor], loader, max_epochs: int,
-                 hooks: Iterable[Hook] = (), device: torch.device = torch.device("cpu"),
-                 amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
-                 aux_weight: float = 0.3, log: Callable[[str], None] = print) -> None:
+                 loss_fn: Callable, loader, max_epochs: int, hooks: Iterable[Hook] = (),
+                 device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None,
+                 grad_clip: float | None = None, correct_fn: Callable | None = None,
+                 log: Callable[[str], None] = print) -> None:
         self.model, self.optimizer, self.loss_fn, self.loader = model, optimizer, loss_fn, loader
         self.max_epochs, self.hooks, self.device = max_epochs, list(hooks), device
-        self.amp_dtype, self.grad_clip, self.aux_weight, self.log = amp_dtype, grad_clip, aux_weight, log
+        self.amp_dtype, self.grad_clip, self.correct_fn, self.log = amp_dtype, grad_clip, correct_fn, log
         self.epoch = self.step = self.seen = 0
         self.steps_per_epoch = len(loader)
         self.stop = self.improved = False
@@ -82,16 +84,16 @@ class Trainer:
             self._call("after_step")
         loss, acc = self.running()
         self._check_finite(loss)
-        self.epoch_metrics.update(train_loss=loss, train_top1=acc)
+        self.epoch_metrics["train_loss"] = loss
+        if acc is not None:
+            self.epoch_metrics["train_top1"] = acc
         self._call("after_epoch")
         self.epoch += 1
 
     def train_step(self, x: Tensor, y: Tensor) -> None:
         with self.autocast():
-            logits, aux = split_outputs(self.model(x))
-            loss = self.loss_fn(logits, y)
-            for a in aux:
-                loss = loss + self.aux_weight * self.loss_fn(a, y)
+            out = self.model(x)
+            loss = self.loss_fn(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip is not None:
@@ -100,17 +102,18 @@ class Trainer:
         self.step += 1
         self.seen += len(x)
         with torch.no_grad():
-            hard = y if y.ndim == 1 else y.argmax(1)
             self._loss_sum += loss.detach() * len(x)
-            self._correct += (logits.argmax(1) == hard).sum()
+            if self.correct_fn is not None:
+                self._correct += self.correct_fn(out, y)
             self._count += len(x)
         if self.step % 25 == 0:
             self._check_finite(float(self._loss_sum))
 
-    def running(self) -> tuple[float, float]:
-        """Mean training loss and accuracy of the epoch so far."""
+    def running(self) -> tuple[float, float | None]:
+        """Mean training loss and accuracy (``None`` when not tracked) of the epoch so far."""
         n = max(self._count, 1)
-        return float(self._loss_sum) / n, float(self._correct) / n
+        acc = float(self._correct) / n if self.correct_fn is not None else None
+        return float(self._loss_sum) / n, acc
 
     def _check_finite(self, loss_sum: float) -> None:
         if not torch.isfinite(torch.tensor(loss_sum)):

@@ -532,8 +532,8 @@ def voc_evaluate_tables(gt: BoxTable, dt: BoxTable, num_images: int, categories:
 def plot_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str, title: str = "") -> str:
     """One PNG with a precision-recall curve per category (and their mean when the curves share
     recall points, as COCO's do)."""
-    from vislab.report.plots import _pyplot, _save
-    plt = _pyplot()
+    from vislab.report.plots import pyplot, save_figure
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for name, (rec, prec) in curves.items():
         ax.plot(rec, prec, lw=1, alpha=0.7, label=name)
@@ -546,4 +546,4 @@ def plot_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: st
     ax.grid(alpha=0.3)
     if len(curves) <= 20:
         ax.legend(fontsize=7, loc="lower left")
-    return _save(fig, path)
+    return save_figure(fig, path)

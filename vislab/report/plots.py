@@ -8,19 +8,21 @@ import os
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+    """Write a figure as PNG atomically and close it."""
     from vislab.engine.checkpoint import atomic_write_bytes
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
 
@@ -34,7 +36,7 @@ def plot_curves(metrics_path: str, out_dir: str) -> list[str]:
     epochs = [r for r in rows if r.get("epoch_end")]
     if not epochs:
         return []
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     x = [r["epoch"] + 1 for r in epochs]
     for name, keys in (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_top1", "val_top1"))):
@@ -47,12 +49,12 @@ def plot_curves(metrics_path: str, out_dir: str) -> list[str]:
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
-        paths.append(_save(fig, os.path.join(out_dir, f"{name}.png")))
+        paths.append(save_figure(fig, os.path.join(out_dir, f"{name}.png")))
     return paths
 
 
 def plot_confusion(cm: np.ndarray, classes: list[str], path: str) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     k = len(classes)
     fig, ax = plt.subplots(figsize=(1 + 0.55 * k, 0.8 + 0.5 * k))
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -66,11 +68,11 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: str) -> str:
         ax.set_yticks(range(k), classes, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(roc: dict[int, dict], classes: list[str], path: str) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for c, r in roc.items():
         ax.plot(r["fpr"], r["tpr"], lw=1, label=f"{classes[c]} (AUC {r['auc']:.3f})")
@@ -79,12 +81,12 @@ def plot_roc(roc: dict[int, dict], classes: list[str], path: str) -> str:
     ax.set_ylabel("true-positive rate")
     if len(classes) <= 12:
         ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_grid(images: np.ndarray, titles: list[str], path: str, cols: int = 10) -> str:
     """``images (N, C, H, W)`` as a grid, each image scaled to its own min..max."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.5 * rows), squeeze=False)
@@ -95,4 +97,4 @@ def plot_image_grid(images: np.ndarray, titles: list[str], path: str, cols: int 
         img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
         ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray" if img.shape[0] == 1 else None)
         ax.set_title(title, fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

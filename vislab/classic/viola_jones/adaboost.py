@@ -15,13 +15,21 @@ decision trees do; it exists so that the whole procedure can be checked against
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 # sklearn and Viola-Jones both stop when a stump is perfect; alpha is then capped through this error
 _MIN_ERROR = 1e-10
+
+
+def default_workers() -> int:
+    """Threads for sorting and stump search (numpy releases the GIL in both)."""
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,10 @@ class SortedFeatures:
             threshold can go between them.
     """
 
-    def __init__(self, order: np.ndarray, valid: np.ndarray, column: Callable[[int], np.ndarray]) -> None:
+    def __init__(self, order: np.ndarray, valid: np.ndarray, column: Callable[[int], np.ndarray],
+                 workers: int | None = None) -> None:
         self.order, self.valid, self.column = order, valid, column
+        self.workers = workers or default_workers()
 
     @property
     def n_features(self) -> int:
@@ -70,20 +80,32 @@ class SortedFeatures:
 
     @classmethod
     def from_blocks(cls, blocks: Iterable[np.ndarray], n_features: int, n_samples: int,
-                    column: Callable[[int], np.ndarray]) -> "SortedFeatures":
+                    column: Callable[[int], np.ndarray], workers: int | None = None) -> "SortedFeatures":
         """Sort row blocks of the feature matrix as they come, never holding the whole matrix.
 
         ``blocks`` yields consecutive (rows, N) float32 blocks; ``column(f)`` recomputes one
-        feature's values when a threshold is needed.
+        feature's values when a threshold is needed.  Blocks are sorted on ``workers`` threads
+        while the next ones are computed.
         """
         index_dtype = np.uint16 if n_samples <= 2 ** 16 else np.int32
         order = np.empty((n_features, n_samples), index_dtype)
         valid = np.empty((n_features, max(n_samples - 1, 0)), bool)
+        workers = workers or default_workers()
+
+        def sort_into(rows: slice, block: np.ndarray) -> None:
+            order[rows], valid[rows] = _sort_rows(block)
+
         start = 0
-        for block in blocks:
-            rows = slice(start, start + len(block))
-            order[rows], valid[rows] = _sort_rows(np.asarray(block, np.float32))
-            start = rows.stop
+        with ThreadPoolExecutor(workers) as pool:
+            running: deque = deque()
+            for block in blocks:
+                rows = slice(start, start + len(block))
+                running.append(pool.submit(sort_into, rows, np.asarray(block, np.float32)))
+                start = rows.stop
+                while len(running) > workers:   # bound the blocks held in memory
+                    running.popleft().result()
+            for job in running:
+                job.result()
         if start != n_features:
             raise ValueError(f"blocks gave {start} features, expected {n_features}")
         return cls(order, valid, column)
@@ -106,14 +128,24 @@ class SortedFeatures:
         labels = np.asarray(labels, bool)
         dtype = np.float32 if criterion == "error" and weights.dtype == np.float32 else np.float64
         w = np.asarray(weights, dtype)
-        best = (-np.inf, -1)
-        for start in range(0, self.n_features, block):
+        scorer = _error_scores if criterion == "error" else _gini_scores
+
+        def block_best(start: int) -> tuple[float, int]:
             rows = slice(start, start + block)
-            idx = self.order[rows].astype(np.intp)
-            score = (_error_scores if criterion == "error" else _gini_scores)(idx, self.valid[rows], w, labels)
+            score = scorer(self.order[rows].astype(np.intp), self.valid[rows], w, labels)
             f = int(np.argmax(score))
-            if score[f] > best[0]:
-                best = (float(score[f]), start + f)
+            return float(score[f]), start + f
+
+        starts = range(0, self.n_features, block)
+        if self.workers > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                results = list(pool.map(block_best, starts))
+        else:
+            results = [block_best(s) for s in starts]
+        best = (-np.inf, -1)
+        for score, f in results:   # in feature order, so ties go to the lowest index
+            if score > best[0]:
+                best = (score, f)
         if best[1] < 0:
             raise ValueError("no feature can split the samples (all feature values are equal)")
         return self._stump(best[1], w, labels, criterion)

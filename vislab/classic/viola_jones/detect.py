@@ -159,9 +159,12 @@ def _skip_mask(failed_first: np.ndarray) -> np.ndarray:
 
 
 def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip_rule: bool,
-         last_stage: bool) -> Candidates:
-    """Evaluate the cascade on every grid; return the windows that pass (and, with
-    ``last_stage``, every window that reaches the last stage, with its sum)."""
+         last_stage: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate the cascade on every grid.
+
+    Returns ``(grid, row, column, scores, passed)`` of the windows that pass (scores NaN) or,
+    with ``last_stage``, of every window that reaches the last stage, with its sum.
+    """
     n_stages = evaluator.cascade.n_stages
     flat_table = table.reshape(-1)
     shapes = np.array([g.shape for g in grids], np.int64).reshape(-1, 2)
@@ -215,7 +218,7 @@ def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip
         passed = evaluator.passes(n_stages - 1, scores)
     else:
         scores, passed = np.full(len(gid), np.nan), np.ones(len(gid), bool)
-    return Candidates(_window_rects(grids, gid, i, j), scores, passed)
+    return gid, i, j, scores, passed
 
 
 def _window_rects(grids: list[_Grid], gid: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -261,14 +264,9 @@ def opencv_scales(image_size: tuple[int, int], window: tuple[int, int], scale_fa
     return scales
 
 
-def scan_opencv(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
-                min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-                last_stage: bool = False) -> Candidates:
-    """All windows OpenCV's ``detectMultiScale`` accepts before grouping (its scan, bit for bit).
-
-    With ``last_stage=True`` every window that reaches the last stage is returned with that
-    stage's sum, for ROC curves that move the last threshold.
-    """
+def _opencv_grids(cascade: Cascade, gray: np.ndarray, scale_factor: float, min_size: tuple[int, int],
+                  max_size: tuple[int, int]) -> tuple[WindowEvaluator, np.ndarray, list[_Grid], list[np.ndarray]]:
+    """OpenCV's pyramid: every scale's resized image, its tables in one buffer, its window grid."""
     gray = _check_gray(gray)
     img_h, img_w = gray.shape
     win_w, win_h = cascade.window
@@ -277,9 +275,10 @@ def scan_opencv(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
     sizes = [(int(np.rint(np.float32(img_w) / s)), int(np.rint(np.float32(img_h) / s))) for s in scales]
     stride = max((w + 1 for w, _ in sizes), default=1)
     rows = sum(h + 1 for _, h in sizes)
+    # int32 like OpenCV's own tables: a wrapped value cancels out in every window sum (mod 2**32)
     table = np.zeros((rows * (2 if tilted else 1), stride), np.int32)
     norm = inner_rect(cascade.window)
-    grids, row0 = [], 0
+    grids, images, row0 = [], [], 0
     for s, (w, h) in zip(scales, sizes):
         img = resize_linear_exact(gray, (w, h))
         ii = integral_image(img)
@@ -292,9 +291,58 @@ def scan_opencv(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
         vnf, ok = _grid_normalisation(ii, squared_integral_image(img), norm, step, shape)
         win = (int(np.rint(np.float32(win_w) * s)), int(np.rint(np.float32(win_h) * s)))
         grids.append(_Grid(row0, 0, step, shape, vnf, ok, 0, float(s), win, True))
+        images.append(img)
         row0 += h + 1
-    evaluator = WindowEvaluator(cascade, stride, rows)
-    return _run(evaluator, table, grids, skip_rule=True, last_stage=last_stage)
+    return WindowEvaluator(cascade, stride, rows), table, grids, images
+
+
+def scan_opencv(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
+                min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
+                last_stage: bool = False) -> Candidates:
+    """All windows OpenCV's ``detectMultiScale`` accepts before grouping (its scan, bit for bit).
+
+    With ``last_stage=True`` every window that reaches the last stage is returned with that
+    stage's sum, for ROC curves that move the last threshold.
+    """
+    evaluator, table, grids, _ = _opencv_grids(cascade, gray, scale_factor, min_size, max_size)
+    gid, i, j, scores, passed = _run(evaluator, table, grids, skip_rule=True, last_stage=last_stage)
+    return Candidates(_window_rects(grids, gid, i, j), scores, passed)
+
+
+@dataclass(frozen=True)
+class WindowHits:
+    """Windows an OpenCV-style scan accepted, with the resized images they are cut from.
+
+    Attributes:
+        images: the resized image of every scale.
+        steps: the window stride of every scale.
+        grid, row, col: (n,) scale index and grid position of each accepted window.
+        textured: how many windows were classified at all (grey-level std > 10).
+    """
+
+    images: list[np.ndarray]
+    steps: list[int]
+    grid: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    textured: int
+
+    def patches(self, index: np.ndarray, window: tuple[int, int]) -> np.ndarray:
+        """The pixels (len(index), h, w) uint8 of the selected accepted windows."""
+        w, h = window
+        out = np.empty((len(index), h, w), np.uint8)
+        for n, k in enumerate(np.asarray(index)):
+            g = self.grid[k]
+            y, x = self.row[k] * self.steps[g], self.col[k] * self.steps[g]
+            out[n] = self.images[g][y:y + h, x:x + w]
+        return out
+
+
+def scan_opencv_windows(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1) -> WindowHits:
+    """The windows :func:`scan_opencv` accepts, as pixels the cascade saw (for hard negatives)."""
+    evaluator, table, grids, images = _opencv_grids(cascade, gray, scale_factor, (0, 0), (0, 0))
+    gid, i, j, _, _ = _run(evaluator, table, grids, skip_rule=True, last_stage=False)
+    return WindowHits(images, [g.step for g in grids], gid, i, j, int(sum(g.ok.sum() for g in grids)))
 
 
 # --------------------------------------------------------------------------- the paper's detector
@@ -358,7 +406,8 @@ def scan_paper(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.25, s
     if not scales:
         return Candidates(np.zeros((0, 4), np.int64), np.zeros(0), np.zeros(0, bool))
     evaluator = WindowEvaluator(cascade, img_w + 1, corners=np.stack(corners), weights=np.stack(weights))
-    return _run(evaluator, table, grids, skip_rule=False, last_stage=last_stage)
+    gid, i, j, scores, passed = _run(evaluator, table, grids, skip_rule=False, last_stage=last_stage)
+    return Candidates(_window_rects(grids, gid, i, j), scores, passed)
 
 
 # --------------------------------------------------------------------------- grouping

@@ -81,34 +81,88 @@ class HaarFeatures:
         return ok.all(axis=1)
 
 
-def haar_features(window: tuple[int, int] = (24, 24), shapes: tuple[str, ...] = SHAPES) -> HaarFeatures:
-    """Every feature of the given shapes at every position and size in a (width, height) window.
-
-    A 24x24 window holds 162,336 features of the five shapes.
-    """
+def _unit_sizes(window: tuple[int, int], shapes: tuple[str, ...]):
+    """(unit width, unit height, [shapes that fit]) in the order features are numbered."""
     unknown = set(shapes) - set(_SHAPE_RECTS)
     if unknown:
         raise ValueError(f"unknown Haar shapes {sorted(unknown)}; choose from {SHAPES}")
     win_w, win_h = window
+    for uw in range(1, win_w + 1):
+        for uh in range(1, win_h + 1):
+            fit = [n for n in shapes if _SHAPE_RECTS[n][0] * uw <= win_w and _SHAPE_RECTS[n][1] * uh <= win_h]
+            if fit:
+                yield uw, uh, fit
+
+
+def haar_features(window: tuple[int, int] = (24, 24), shapes: tuple[str, ...] = SHAPES) -> HaarFeatures:
+    """Every feature of the given shapes at every position and size in a (width, height) window.
+
+    Numbered by unit size (the size of one rectangle), then shape, then position (row-major);
+    a 24x24 window holds 162,336 features of the five shapes.
+    """
+    win_w, win_h = window
     rects, weights = [], []
-    for name in shapes:
-        bw, bh, parts = _SHAPE_RECTS[name]
-        # every unit size (uw, uh) and top-left (x, y) that keeps the feature inside the window
-        uw, uh, x, y = [], [], [], []
-        for sw in range(1, win_w // bw + 1):
-            for sh in range(1, win_h // bh + 1):
-                ys, xs = np.mgrid[0:win_h - bh * sh + 1, 0:win_w - bw * sw + 1]
-                x.append(xs.ravel()), y.append(ys.ravel())
-                uw.append(np.full(xs.size, sw)), uh.append(np.full(xs.size, sh))
-        x, y, uw, uh = (np.concatenate(v) for v in (x, y, uw, uh))
-        r = np.zeros((len(x), 3, 4), np.int32)
-        wt = np.zeros((len(x), 3), np.float32)
-        for k, (px, py, pw, ph, weight) in enumerate(parts):
-            r[:, k] = np.stack([x + px * uw, y + py * uh, pw * uw, ph * uh], axis=1)
-            wt[:, k] = weight
-        rects.append(r), weights.append(wt)
+    for uw, uh, fit in _unit_sizes(window, shapes):
+        for name in fit:
+            bw, bh, parts = _SHAPE_RECTS[name]
+            ys, xs = np.mgrid[0:win_h - bh * uh + 1, 0:win_w - bw * uw + 1]
+            x, y = xs.ravel(), ys.ravel()
+            r = np.zeros((len(x), 3, 4), np.int32)
+            wt = np.zeros((len(x), 3), np.float32)
+            for k, (px, py, pw, ph, weight) in enumerate(parts):
+                r[:, k] = np.stack([x + px * uw, y + py * uh, np.full_like(x, pw * uw), np.full_like(x, ph * uh)], 1)
+                wt[:, k] = weight
+            rects.append(r), weights.append(wt)
     rects, weights = np.concatenate(rects), np.concatenate(weights)
     return HaarFeatures(rects, weights, np.zeros(len(rects), bool))
+
+
+def pool_value_blocks(windows: np.ndarray, shapes: tuple[str, ...] = SHAPES, vnf: np.ndarray | None = None,
+                      min_rows: int = 4096):
+    """Normalised values of all :func:`haar_features` of (N, H, W) uint8 windows, in row blocks.
+
+    Yields consecutive (rows, N) float32 blocks in feature order, never the whole (F, N) matrix.
+    For each unit size, the sums of one unit box at every position are computed once from the
+    integral images; each shape is then two to four shifted slices of them (``edge_x`` = right
+    box - left box, ...), exactly the integers OpenCV's weighted rectangles give.
+    """
+    windows = np.asarray(windows)
+    if windows.ndim != 3 or windows.dtype != np.uint8:
+        raise ValueError(f"pool_value_blocks needs (N, H, W) uint8 windows, got {windows.dtype} {windows.shape}")
+    n, win_h, win_w = windows.shape
+    if vnf is None:
+        vnf, _ = window_normalisation(windows)
+    ii = np.ascontiguousarray(np.moveaxis(integral_image(windows), 0, -1)).astype(np.int32)   # (H+1, W+1, N)
+    pending, rows = [], 0
+    for uw, uh, fit in _unit_sizes((win_w, win_h), shapes):
+        box = ii[uh:, uw:] - ii[:-uh, uw:] - ii[uh:, :-uw] + ii[:-uh, :-uw]     # unit box at (y, x): (.., .., N)
+        for name in fit:
+            bw, bh, _ = _SHAPE_RECTS[name]
+            ny, nx = win_h - bh * uh + 1, win_w - bw * uw + 1
+            b = box[:ny + (bh - 1) * uh, :nx + (bw - 1) * uw]
+
+            def at(i: int, j: int) -> np.ndarray:   # unit box i units down, j units right
+                return b[i * uh:i * uh + ny, j * uw:j * uw + nx]
+
+            if name == "edge_x":
+                v = at(0, 1) - at(0, 0)
+            elif name == "edge_y":
+                v = at(1, 0) - at(0, 0)
+            elif name == "line_x":
+                v = 2 * at(0, 1) - at(0, 0) - at(0, 2)
+            elif name == "line_y":
+                v = 2 * at(1, 0) - at(0, 0) - at(2, 0)
+            else:
+                v = at(0, 0) + at(1, 1) - at(0, 1) - at(1, 0)
+            block = v.reshape(ny * nx, n).astype(np.float32)
+            block *= vnf
+            pending.append(block)
+            rows += len(block)
+            if rows >= min_rows:
+                yield np.concatenate(pending) if len(pending) > 1 else pending[0]
+                pending, rows = [], 0
+    if pending:
+        yield np.concatenate(pending)
 
 
 def normalisation(window_sum: np.ndarray, window_sqsum: np.ndarray, area: int) -> tuple[np.ndarray, np.ndarray]:
