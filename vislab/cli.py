@@ -18,6 +18,8 @@ _EXTENSIONS = (
     "vislab.commands",
     "vislab.detection.cli",
     "vislab.analysis.cli",
+    "vislab.explain.cli",
+    "vislab.classic.viola_jones.cli",
 )
 
 

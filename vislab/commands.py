@@ -48,6 +48,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--root", help="explicit folder with the files")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_data_check)
+    from vislab.detection.cli import add_make_scenes_args, run_make_scenes
+    q = dsub.add_parser("make-scenes", help="generate detection scenes (items pasted on textured canvases)")
+    add_make_scenes_args(q)
+    q.set_defaults(func=run_make_scenes)
 
     p = sub.add_parser("models", help="list the registered architectures")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")

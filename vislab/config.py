@@ -74,7 +74,7 @@ class TrainConfig:
     ema_decay: float | None = None       # e.g. 0.999: evaluate an exponential moving average
     amp: bool = False                    # autocast (bf16 on CUDA); off by default on CPU
     channels_last: bool = False
-    aux_weight: float = 0.3              # weight of auxiliary classifier losses (GoogLeNet)
+    aux_weight: float | None = None      # auxiliary-classifier loss weight (None: the model's own)
 
 
 @dataclass

@@ -39,8 +39,8 @@ CASES = [f"torchvision:{n}" for n in PUBLISHED] + [n for n in PUBLISHED if n in 
 @pytest.mark.parametrize("spec", CASES)
 def test_published_figures(spec):
     name = spec.removeprefix("torchvision:")
-    model = build_model(spec, (3, 224, 224), 1000,
-                        **({} if spec.startswith("torchvision:") else VISLAB_AS_TORCHVISION.get(name, {})))
+    kwargs = {} if spec.startswith("torchvision:") else VISLAB_AS_TORCHVISION.get(name, {})
+    model = build_model(spec, (3, 224, 224), 1000, **kwargs)
     s = summarize(model, (3, 224, 224))
     params, gmacs = PUBLISHED[name]
     assert s.params == params
@@ -203,7 +203,8 @@ def _nets() -> dict[str, nn.Module]:
                                nn.AvgPool2d(2), nn.Conv2d(4, 1, 5, padding=3, dilation=2)),
         # a max-pool's field is its window's; gradients see only the argmax, so measure this one
         # through the avg-pool of the same geometry (below)
-        "maxpool": nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.MaxPool2d(3, 2, 1), nn.Conv2d(4, 1, 3)),
+        "maxpool": nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.MaxPool2d(3, 2, 1),
+                                 nn.Conv2d(4, 1, 3)),
         "even_kernels": nn.Sequential(nn.Conv2d(1, 2, 4, 2, 1), nn.Conv2d(2, 2, (3, 5), 1, (0, 2),
                                                                         dilation=(1, 2))),
         "residual": nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), block,

@@ -25,3 +25,22 @@ def test_bce_and_mse():
     onehot = F.one_hot(y, 4).float()
     assert torch.allclose(build_loss("bce")(z, y), F.binary_cross_entropy_with_logits(z, onehot))
     assert torch.allclose(build_loss("mse")(z, y), ((z.softmax(1) - onehot) ** 2).mean())
+
+
+def test_auxiliary_heads_weighted_by_model_or_config():
+    from types import SimpleNamespace
+
+    from vislab.config import Config
+    from vislab.engine.classification import loss_fn
+    z, a1, a2 = torch.randn(3, 8, 5).unbind(0)
+    y = torch.randint(0, 5, (8,))
+    out = {"logits": z, "aux_logits": (a1, a2)}
+    cfg = Config()
+    cfg.train.label_smoothing = 0.0
+    ce = F.cross_entropy
+    by_hand = lambda w: ce(z, y) + w * (ce(a1, y) + ce(a2, y))   # noqa: E731
+    assert torch.allclose(loss_fn(cfg, SimpleNamespace(aux_logits_weight=0.4))(out, y), by_hand(0.4))
+    assert torch.allclose(loss_fn(cfg, torch.nn.Identity())(out, y), by_hand(0.3))
+    cfg.train.aux_weight = 1.0
+    assert torch.allclose(loss_fn(cfg, SimpleNamespace(aux_logits_weight=0.4))(out, y), by_hand(1.0))
+    assert torch.allclose(loss_fn(cfg)(z, y), ce(z, y))

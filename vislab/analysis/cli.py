@@ -14,7 +14,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "ops = BN, pooling, activations, adds). Counting runs on meta tensors: no "
                     "arithmetic, a second even for ViT-L.")
     p.add_argument("model", help="a registered vislab model (see `vislab models`) or "
-                                 "torchvision:NAME for torchvision's own, e.g. torchvision:resnet50")
+                                 "torchvision:NAME for torchvision's own, e.g. "
+                                 "torchvision:resnet50")
     p.add_argument("--input", default="3x224x224", metavar="CxHxW",
                    help="input size of one image (default 3x224x224)")
     p.add_argument("--num-classes", type=int, default=1000,

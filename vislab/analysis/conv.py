@@ -71,7 +71,8 @@ def conv2d_im2col(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     out = torch.einsum("gok,bgkl->bgol", kernels, cols).reshape(b, c_out, -1)
     if bias is not None:
         out = out + bias.view(1, -1, 1)
-    return out.view(b, c_out, _out_size(h, kh, s[0], p[0], d[0]), _out_size(w, kw, s[1], p[1], d[1]))
+    return out.view(b, c_out, _out_size(h, kh, s[0], p[0], d[0]),
+                    _out_size(w, kw, s[1], p[1], d[1]))
 
 
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,

@@ -44,7 +44,8 @@ class _Uses(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def find_conv_bn(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> list[tuple[str, str]]:
+def find_conv_bn(model: nn.Module,
+                 input_size: Sequence[int] = (3, 224, 224)) -> list[tuple[str, str]]:
     """Names ``(conv, bn)`` of the convolution -> BatchNorm pairs that can be folded: the BN reads
     the convolution's output, nothing else does, and each module runs once per forward."""
     names = Counter(m for _, m in model.named_modules(remove_duplicate=False))
@@ -71,7 +72,8 @@ def find_conv_bn(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) ->
     model.eval()
     uses = _Uses(produced)
     try:
-        x = torch.empty(1, *input_size, device="meta")
+        dtype = next(model.parameters(), torch.empty(0)).dtype
+        x = torch.empty(1, *input_size, device="meta", dtype=dtype)
         with torch.no_grad(), uses:
             out = torch.func.functional_call(model, meta_twins(model), (x,))
     finally:

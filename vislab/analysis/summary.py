@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -79,7 +79,7 @@ class ReceptiveField:
         return ReceptiveField(tuple(size), fields[0].jump, tuple(start))
 
 
-RF = Union[ReceptiveField, str, None]   # ReceptiveField, GLOBAL, or None (not followed)
+RF = ReceptiveField | str | None   # ReceptiveField, GLOBAL, or None (not followed)
 
 
 @dataclass
@@ -189,17 +189,16 @@ class Summary:
                                  for i, (c, w) in enumerate(zip(line, widths))).rstrip())
         out.insert(2, "-" * len(out[1]))
         t = self.totals()
-        g = lambda n: f"{n:,} ({n / 1e9:.3f} G)"   # noqa: E731
         out += ["-" * len(out[1]),
                 "* ops the module runs itself, outside its submodules (e.g. a residual add)",
                 f"params                                      {self.params:,} "
                 f"(trainable {self.trainable_params:,}"
-                + (f", used in this forward {self.params_used:,})" if self.params_used != self.params
-                   else ")"),
-                f"MACs (conv, linear, matmul, attention)      {g(t['macs'])}",
-                f"FLOPs = 2 x MACs                            {g(t['flops'])}",
-                f"other ops (BN, pool, activations, adds)     {g(t['other_ops'])}",
-                f"all FLOPs = 2 x MACs + other ops            {g(t['total_flops'])}",
+                + (f", used in this forward {self.params_used:,})"
+                   if self.params_used != self.params else ")"),
+                f"MACs (conv, linear, matmul, attention)      {_giga(t['macs'])}",
+                f"FLOPs = 2 x MACs                            {_giga(t['flops'])}",
+                f"other ops (BN, pool, activations, adds)     {_giga(t['other_ops'])}",
+                f"all FLOPs = 2 x MACs + other ops            {_giga(t['total_flops'])}",
                 f"activation memory (layer outputs)           {t['act_bytes']:,} bytes "
                 f"({t['act_bytes'] / 2**20:.2f} MiB)",
                 f"depth (conv/linear on the longest path)     {self.depth}"]
@@ -210,6 +209,10 @@ class Summary:
 
     def __str__(self) -> str:
         return self.table()
+
+
+def _giga(n: int) -> str:
+    return f"{n:,} ({n / 1e9:.3f} G)"
 
 
 def _axes(pair: tuple[float, float]) -> str:
@@ -249,6 +252,7 @@ _BATCH_NORM = _packets("native_batch_norm", "_native_batch_norm_legit",
 _SOFTMAX = _packets("_softmax", "_safe_softmax", "_log_softmax")
 _MEAN = _packets("mean")
 _REDUCE = _packets("sum", "amax", "amin", "max", "min", "prod", "logsumexp")
+_NORM2 = _packets("linalg_vector_norm")
 _CONV = _packets("convolution", "_convolution")
 _MATMUL = _packets("mm", "addmm", "bmm", "baddbmm", "mv", "addmv", "dot")
 _MAX_POOL = _packets("max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices",
@@ -260,25 +264,20 @@ _SDPA = _packets("_scaled_dot_product_flash_attention_for_cpu",
                  "_scaled_dot_product_cudnn_attention",
                  "_scaled_dot_product_fused_attention_overrideable")
 # Data movement and tensor creation: no arithmetic.
-_FREE = _packets("cat", "stack", "clone", "copy", "_to_copy", "contiguous", "empty_like",
-                 "zeros_like", "ones_like", "full_like", "new_empty", "new_empty_strided",
-                 "new_zeros", "new_ones", "new_full", "empty", "empty_strided", "zeros", "ones",
-                 "full", "arange", "fill", "zero", "lift_fresh", "lift_fresh_copy", "scalar_tensor",
-                 "constant_pad_nd", "index_select", "gather", "embedding", "repeat", "roll",
-                 "flip", "upsample_nearest2d", "_local_scalar_dense", "detach", "bernoulli", "_unsafe_view",
-                 "index", "as_strided",
-                 "native_dropout", "rand", "randn", "rand_like", "randn_like")
+_FREE = _packets("cat", "stack", "clone", "copy", "_to_copy", "contiguous", "detach",
+                 "_unsafe_view", "as_strided", "constant_pad_nd", "index", "index_select",
+                 "gather", "embedding", "repeat", "roll", "flip", "upsample_nearest2d",
+                 "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones",
+                 "ones_like", "full", "full_like", "new_empty", "new_empty_strided", "new_zeros",
+                 "new_ones", "new_full", "arange", "fill", "zero", "lift_fresh", "lift_fresh_copy",
+                 "scalar_tensor", "_local_scalar_dense", "bernoulli", "native_dropout", "rand",
+                 "randn", "rand_like", "randn_like")
 # Ops that move data without moving positions: a map keeps its field (views are checked by shape).
 _LAYOUT = _packets("cat", "stack", "clone", "copy", "_to_copy", "contiguous", "detach")
+_CAT = _packets("cat", "stack")
 _CLAMP = _packets("clamp")
 _GELU = _packets("gelu")
 _NORM = _packets("native_layer_norm", "native_group_norm")
-
-
-def _pair(v: Sequence[int] | int, default: Sequence[int] | int) -> tuple[int, int]:
-    v = default if (v is None or (isinstance(v, (list, tuple)) and len(v) == 0)) else v
-    v = list(v) if isinstance(v, (list, tuple)) else [v]
-    return (v[0], v[-1])
 
 
 def _named(func, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -326,8 +325,8 @@ def _cost(func, args: tuple, kwargs: dict, out: Tensor) -> tuple[int, int] | Non
         macs = scores * (q.shape[-1] + v.shape[-1])                    # QK^T and AV
         masked = named.get("is_causal") is True or any(
             isinstance(named.get(a), Tensor) for a in ("attn_mask", "attn_bias"))
-        scale = q.numel() + k.numel()                 # q and k scaled by sqrt(scale), as torch's math path
-        return macs, scale + scores * (5 + int(masked))
+        scaling = q.numel() + k.numel()        # q and k times sqrt(scale), as torch's math path
+        return macs, scaling + scores * (5 + int(masked))     # softmax 5, mask 1 per score
     if op in _POINTWISE:
         return 0, _POINTWISE[op] * n
     if op in _CLAMP:
@@ -354,7 +353,9 @@ def _cost(func, args: tuple, kwargs: dict, out: Tensor) -> tuple[int, int] | Non
     if op in _MEAN:
         return 0, args[0].numel()
     if op in _REDUCE:
-        return 0, args[0].numel() - n
+        return 0, n if func._overloadname == "other" else args[0].numel() - n   # max(a, b)
+    if op in _NORM2:
+        return 0, 2 * args[0].numel()          # square and add per element, a root per output
     if op in _FREE or func.is_view:
         return 0, 0
     return None
@@ -378,22 +379,20 @@ def _rf_rule(func, args: tuple, kwargs: dict, out: Tensor, x: Tensor, fields: li
     if None in fields:
         return None
     if _FOLDED in fields:
-        if op in _MATMUL or op in _MEAN or op in _REDUCE or op in _SOFTMAX:
+        if op in _MATMUL or op in _MEAN or op in _REDUCE or op in _NORM2 or op in _SOFTMAX:
             return GLOBAL
         pointwise = op in _POINTWISE or op in _LAYOUT or func.is_view
         return _FOLDED if pointwise and all(f == _FOLDED for f in fields) \
             and out.shape == x.shape else None
     if op in _MATMUL or op in _SDPA or op in _NORM:
         return GLOBAL                      # contracts or normalises over a spatial dim
-    if op in _MEAN or op in _REDUCE or op in _SOFTMAX:
-        dims = args[1] if len(args) > 1 else None
-        return GLOBAL if _spatial_dims(x, dims) else fields[0]
+    if op in _MEAN or op in _REDUCE or op in _NORM2 or op in _SOFTMAX:
+        return GLOBAL if _spatial_dims(x, _named(func, args, kwargs).get("dim")) else fields[0]
     if op in _CONV:
         w, stride, padding, dilation, transposed = args[1], args[3], args[4], args[5], args[6]
         if transposed or w.ndim != 4:
             return None
-        return fields[0].window(w.shape[2:], _pair(stride, 1), _pair(padding, 0),
-                                _pair(dilation, 1))
+        return fields[0].window(w.shape[2:], stride, padding, dilation)
     if op in _MAX_POOL or op in _AVG_POOL:       # a window over the last two (spatial) dims
         pool = _pool_args(func, args, kwargs)
         return fields[0].window(*(v[-2:] for v in pool)) if len(pool[0]) > 1 else None
@@ -414,7 +413,7 @@ def _rf_rule(func, args: tuple, kwargs: dict, out: Tensor, x: Tensor, fields: li
     if op in (aten.view, aten._unsafe_view, aten.reshape) and x.ndim >= 3 and out.ndim == 2 \
             and out.shape[0] == x.shape[0]:
         return _FOLDED                     # flatten(1): positions go into the feature dim
-    if op in _packets("cat", "stack") and _spatial_dims(out, args[1] if len(args) > 1 else 0):
+    if op in _CAT and _spatial_dims(out, args[1] if len(args) > 1 else 0):
         return None
     if op in _POINTWISE or op in _BATCH_NORM or op in _LAYOUT or op in _CLAMP or op in _GELU \
             or func.is_view:
@@ -544,9 +543,10 @@ def _storage(t: Tensor) -> int:
 # ------------------------------------------------------------------------------ summarize
 
 def summarize(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *,
-              batch_size: int = 1, dtype: torch.dtype = torch.float32, meta: bool = True,
+              batch_size: int = 1, dtype: torch.dtype | None = None, meta: bool = True,
               name: str | None = None) -> Summary:
-    """Count ``model`` on one batch of shape ``(batch_size, *input_size)``, in eval mode.
+    """Count ``model`` on one batch of shape ``(batch_size, *input_size)``, in eval mode; the
+    input has ``dtype`` (default: that of the model's first floating-point parameter, else float32).
 
     With ``meta=True`` the parameters are swapped for ``meta`` tensors (the model is not changed
     and nothing is computed); a model whose forward needs real values (``.item()``, data-dependent
@@ -555,11 +555,14 @@ def summarize(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *,
     Example::
 
         s = summarize(torchvision.models.resnet18(), (3, 224, 224))
-        s.params, s.macs, s.rows[0].rf     # 11689512, 1814083944, ReceptiveField(...)
+        s.params, s.macs, s.rows[0].rf     # 11689512, 1814073344, ReceptiveField(...)
     """
     input_size = tuple(int(v) for v in input_size)
     if not input_size or min(input_size) < 1 or batch_size < 1:
         raise ValueError(f"input_size {input_size} and batch_size {batch_size} must be positive")
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                     torch.float32)
     modes = {m: m.training for m in model.modules()}
     fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -43,14 +44,14 @@ def build_model(spec: str, input_size: Sequence[int] = (3, 224, 224),
         kw = dict(_TV_WEIGHTS_CONFIG.get(name, {}), **kwargs)
         if name.startswith("vit_"):
             kw.setdefault("image_size", h)
-        factory = lambda: torchvision.models.get_model(  # noqa: E731
-            name, weights=None, num_classes=num_classes, **kw)
+        factory = partial(torchvision.models.get_model, name, weights=None,
+                          num_classes=num_classes, **kw)
     else:
         from vislab.models import create_model
         from vislab.models.registry import list_models, model_accepts
         if spec in list_models() and model_accepts(spec, "img_size"):
             kwargs.setdefault("img_size", h)
-        factory = lambda: create_model(spec, num_classes=num_classes, in_chans=c, **kwargs)  # noqa: E731
+        factory = partial(create_model, spec, num_classes=num_classes, in_chans=c, **kwargs)
     try:
         with torch.device("meta"):
             return factory()
@@ -118,8 +119,8 @@ def zoo_plot(rows: Sequence[ZooRow], png_path: str) -> None:
         for r in pts:
             ax.annotate(r.name, (r.params, r.macs), fontsize=6, xytext=(3, 2),
                         textcoords="offset points")
-    ax.set(xscale="log", yscale="log", xlabel="parameters", ylabel="MACs per image (FLOPs = 2 x MACs)",
-           title="vislab model zoo: compute vs size")
+    ax.set(xscale="log", yscale="log", xlabel="parameters",
+           ylabel="MACs per image (FLOPs = 2 x MACs)", title="vislab model zoo: compute vs size")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()

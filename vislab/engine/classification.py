@@ -75,11 +75,14 @@ def split_train_val(n: int, cfg: Config, val_indices: np.ndarray | None) -> tupl
     return train_val_split(n, val_size, cfg.seed)
 
 
-def loss_fn(cfg: Config):
-    """Cross-entropy (or BCE / MSE) of the main logits plus ``train.aux_weight`` times that of
-    each auxiliary head (GoogLeNet's two side classifiers: 0.3)."""
+def loss_fn(cfg: Config, model: torch.nn.Module | None = None):
+    """Cross-entropy (or BCE / MSE) of the main logits plus a weight times that of each
+    auxiliary head: ``train.aux_weight`` when set, else the model's own ``aux_logits_weight``
+    (GoogLeNet 0.3, Inception v3 0.4), else 0.3."""
     base = build_loss(cfg.train.loss, cfg.train.label_smoothing)
     aux_weight = cfg.train.aux_weight
+    if aux_weight is None:
+        aux_weight = getattr(model, "aux_logits_weight", 0.3)
 
     def loss(out, y):
         logits, aux = split_outputs(out)

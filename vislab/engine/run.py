@@ -124,7 +124,7 @@ def _train_locked(cfg, run_dir, resume, progress, log, val_indices) -> TrainResu
                                        "model_kwargs": dict(cfg.model.kwargs), "task": cfg.task}),
               LoggerHook(run_dir, progress=progress), PlotHook(run_dir)]
     amp = (torch.bfloat16 if device.type in ("cuda", "cpu") else torch.float16) if cfg.train.amp else None
-    trainer = Trainer(model, optimizer, task.loss(cfg), loader, cfg.train.epochs, hooks, device, amp,
+    trainer = Trainer(model, optimizer, task.loss(cfg, model), loader, cfg.train.epochs, hooks, device, amp,
                       cfg.train.grad_clip, task.correct, log)
     if resume:
         trainer.load_state_dict(load_checkpoint(os.path.join(run_dir, "checkpoints", "last.pt"), device))

@@ -21,7 +21,7 @@ class Task:
     prepare(cfg, device, val_indices) -> Prepared: train/val tensors on the device + ``stats``
         (everything needed later to rebuild the model and read new inputs).
     build_model(cfg, stats) -> nn.Module.
-    loss(cfg) -> (model_output, target) -> scalar loss.
+    loss(cfg, model) -> (model_output, target) -> scalar loss.
     correct(model_output, target) -> number of correct samples in a batch (or ``None``).
     validate(model, loader, amp_dtype) -> dict of ``val_*`` metrics.
     evaluate(run_dir, tta, device) -> report dict (written to ``eval.json`` by the task).

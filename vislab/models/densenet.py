@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier
 from vislab.models.layers import init_weights
 from vislab.models.registry import register_model
@@ -103,7 +104,8 @@ class DenseNet(Classifier):
                  compression: float = 0.5, small_input: bool = False, drop: float = 0.0) -> None:
         super().__init__()
         if not 0 < compression <= 1:
-            raise ValueError(f"compression must be in (0, 1], got {compression}")
+            raise UserError(f"compression must be in (0, 1], got {compression}: use 0.5 (DenseNet-C) "
+                            "or 1 (none)")
         if small_input:
             self.stem: nn.Module = nn.Sequential(OrderedDict([
                 ("conv0", nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=False))]))
@@ -142,7 +144,8 @@ def densenet_cifar(depth: int, growth_rate: int, bc: bool = True, num_classes: i
     """The paper's CIFAR DenseNet (``bc=False``, depth = 3n + 4) or DenseNet-BC (depth = 6n + 4)."""
     per_layer = 6 if bc else 3      # a BC layer holds two convs
     if (depth - 4) % per_layer:
-        raise ValueError(f"CIFAR DenseNet{'-BC' if bc else ''} depth must be {per_layer}n+4, got {depth}")
+        raise UserError(f"CIFAR DenseNet{'-BC' if bc else ''} depth must be {per_layer}n+4 "
+                        f"(e.g. {per_layer * 16 + 4}), got {depth}")
     n = (depth - 4) // per_layer
     return DenseNet(growth_rate, (n, n, n), num_classes, in_chans,
                     stem_width=2 * growth_rate if bc else 16, bn_size=4 if bc else 0,

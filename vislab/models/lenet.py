@@ -20,16 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier
 from vislab.models.layers import init_weights
 from vislab.models.registry import register_model
 
-# LeCun et al. 1998, Table I: which S2 maps (rows) feed each C3 map (columns).
+# C3_TABLE[j]: the S2 maps that feed C3 map j (LeCun et al. 1998, Table I).
 C3_TABLE: tuple[tuple[int, ...], ...] = (
-    *((i, (i + 1) % 6, (i + 2) % 6) for i in range(6)),                 # maps 0-5: 3 neighbours
-    *((i, (i + 1) % 6, (i + 2) % 6, (i + 3) % 6) for i in range(6)),    # maps 6-11: 4 neighbours
-    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),                           # maps 12-14: 4, split
-    (0, 1, 2, 3, 4, 5),                                                 # map 15: all
+    *(tuple(sorted((i + d) % 6 for d in range(3))) for i in range(6)),   # maps 0-5: 3 neighbours
+    *(tuple(sorted((i + d) % 6 for d in range(4))) for i in range(6)),   # maps 6-11: 4 neighbours
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),                            # maps 12-14: 4, split
+    (0, 1, 2, 3, 4, 5),                                                  # map 15: all
 )
 
 
@@ -65,7 +66,7 @@ def _pool(kind: str, chs: int, act_layer: type[nn.Module]) -> nn.Module:
         return nn.MaxPool2d(2)
     if kind == "subsample":                    # the paper squashes the subsampled maps again
         return nn.Sequential(Subsample(chs), act_layer())
-    raise ValueError(f"unknown LeNet pooling {kind!r}: use 'avg', 'max' or 'subsample'")
+    raise UserError(f"unknown LeNet pooling {kind!r}: use 'avg', 'max' or 'subsample'")
 
 
 class LeNet5(Classifier):

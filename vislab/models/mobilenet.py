@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier
 from vislab.models.layers import ConvNormAct, DropPath, SqueezeExcite, init_weights, make_divisible
 from vislab.models.registry import register_model
@@ -94,7 +95,7 @@ class MobileNetV1(Classifier):
                  small_input: bool = False, drop: float = 0.0) -> None:
         super().__init__()
         if width_mult <= 0:
-            raise ValueError(f"width_mult must be positive, got {width_mult}")
+            raise UserError(f"width_mult must be positive (1, 0.75, 0.5, 0.25...), got {width_mult}")
         chs = int(32 * width_mult)
         self.stem = ConvNormAct(in_chans, chs, 3, 1 if small_input else 2)
         reduction = 1 if small_input else 2

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier
 from vislab.models.layers import ConvNormAct, DropPath, SqueezeExcite, init_weights
 from vislab.models.registry import register_model
@@ -49,7 +50,7 @@ def make_shortcut(in_chs: int, out_chs: int, stride: int, kind: str,
                   norm_layer: type[nn.Module]) -> nn.Module:
     """The shortcut of a residual block for option ``kind`` ('A', 'B' or 'C')."""
     if kind not in SHORTCUTS:
-        raise ValueError(f"unknown shortcut option {kind!r}: use 'A' (zero-padding), "
+        raise UserError(f"unknown shortcut option {kind!r}: use 'A' (zero-padding), "
                          "'B' (projection when the shape changes) or 'C' (always projection)")
     if kind == "C" or in_chs != out_chs or stride != 1:
         if kind == "A":
@@ -76,7 +77,7 @@ class BasicBlock(nn.Module):
                  act_layer: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock takes groups=1 and base_width=64; use Bottleneck for ResNeXt")
+            raise UserError("BasicBlock takes groups=1 and base_width=64; use Bottleneck for ResNeXt")
         self.conv1 = ConvNormAct(in_chs, planes, 3, stride, norm_layer=norm_layer, act_layer=act_layer)
         self.conv2 = ConvNormAct(planes, planes, 3, norm_layer=norm_layer, act_layer=None)
         self.se = SqueezeExcite(planes, planes // se_reduction) if se_reduction else nn.Identity()
@@ -153,7 +154,8 @@ class ResNet(Classifier):
                  act_layer: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         if len(layers) != len(widths):
-            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length")
+            raise UserError(f"layers {tuple(layers)} and widths {tuple(widths)} differ in length: "
+                            "give one width per stage")
         if small_input:
             self.stem = ConvNormAct(in_chans, stem_width, 3, 1, norm_layer=norm_layer, act_layer=act_layer)
             self.stem_pool: nn.Module = nn.Identity()
@@ -198,7 +200,7 @@ class ResNet(Classifier):
 def _cifar_resnet(depth: int, num_classes: int, in_chans: int, small_input: bool, **kwargs) -> ResNet:
     """The 6n+2-layer CIFAR ResNet of He et al. (Sec. 4.2): 16/32/64 channels, option A."""
     if (depth - 2) % 6:
-        raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        raise UserError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110...), got {depth}")
     n = (depth - 2) // 6
     kwargs.setdefault("shortcut", "A")
     return ResNet(BasicBlock, (n, n, n), num_classes, in_chans, widths=(16, 32, 64), stem_width=16,

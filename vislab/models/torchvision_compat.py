@@ -18,6 +18,7 @@ from torch import Tensor
 
 from vislab.errors import UserError
 from vislab.models.base import Classifier
+from vislab.models.mobilenet import MOBILENET_V2
 from vislab.models.registry import create_model, list_models, model_family
 from vislab.models.vgg import VGG_LAYERS
 
@@ -96,8 +97,8 @@ def _densenet(sd: StateDict) -> dict[str, Tensor]:
         (r"^features\.norm5\.", "norm."), (r"^classifier\.", "head.")])
 
 
-# MobileNet v2 blocks per stage (the paper's n column), to find block k of torchvision's flat list.
-_MBV2_STAGE_OF = [(s, j) for s, n in enumerate((1, 2, 3, 4, 3, 3, 1)) for j in range(n)]
+# (stage, index in stage) of block k in torchvision's flat MobileNet v2 list
+_MBV2_STAGE_OF = [(s, j) for s, (_, _, n, _) in enumerate(MOBILENET_V2) for j in range(n)]
 
 
 def _mobilenet_v2(sd: StateDict) -> dict[str, Tensor]:
@@ -112,8 +113,8 @@ def _mobilenet_v2(sd: StateDict) -> dict[str, Tensor]:
             return f"{base}{i - 1}.1.{leaf}"
         return f"{base}{i}.0.{leaf}"
 
-    sd = {re.sub(r"^(features\.\d+\.conv\.)(\d+)\.(\w+)$", project, k): v for k, v in sd.items()}
-    return _rename(sd, [(r"^features\.0\.", "stem."), (r"^features\.18\.", "conv_head."),
+    renamed = {re.sub(r"^(features\.\d+\.conv\.)(\d+)\.(\w+)$", project, k): v for k, v in sd.items()}
+    return _rename(renamed, [(r"^features\.0\.", "stem."), (r"^features\.18\.", "conv_head."),
                         (r"^features\.(\d+)\.conv\.", block), (r"^classifier\.1\.", "head.")])
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier
 from vislab.models.layers import init_weights
 from vislab.models.registry import register_model
@@ -57,7 +58,7 @@ class VGG(Classifier):
                  drop: float = 0.5) -> None:
         super().__init__()
         if depth not in VGG_LAYERS:
-            raise ValueError(f"VGG depth must be one of {sorted(VGG_LAYERS)}, got {depth}")
+            raise UserError(f"VGG depth must be one of {sorted(VGG_LAYERS)}, got {depth}")
         in_chs, stages, self.feature_info = in_chans, [], []
         for i, (n, width) in enumerate(zip(VGG_LAYERS[depth], widths)):
             layers: list[nn.Module] = []

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier
 from vislab.models.layers import DropPath
 from vislab.models.registry import register_model
@@ -42,7 +43,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+            raise UserError(f"dim {dim} is not divisible by num_heads {num_heads}: pick a divisor")
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -110,7 +111,8 @@ class VisionTransformer(Classifier):
                  drop_path_rate: float = 0.0) -> None:
         super().__init__()
         if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} must be a multiple of patch_size {patch_size}")
+            raise UserError(f"img_size {img_size} is not a multiple of patch_size {patch_size}: "
+                            "round it to one")
         self.patch_size, self.grid = patch_size, img_size // patch_size
         self.patch_embed = nn.Conv2d(in_chans, dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))

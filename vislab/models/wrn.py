@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier
 from vislab.models.layers import init_weights
 from vislab.models.registry import register_model
@@ -66,7 +67,7 @@ class WideResNet(Classifier):
                  act_layer: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"WRN depth must be 6n+4 with n >= 1, got {depth}")
+            raise UserError(f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40...), got {depth}")
         n = (depth - 4) // 6
         if small_input:
             self.stem: nn.Module = nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)
@@ -117,7 +118,7 @@ def wrn_16_8(num_classes: int = 10, in_chans: int = 3, small_input: bool = True,
 
 @register_model
 def wrn_28_10(num_classes: int = 10, in_chans: int = 3, small_input: bool = True,
-             **kwargs) -> WideResNet:
+              **kwargs) -> WideResNet:
     """WRN-28-10: 36.5 M parameters, the paper's best CIFAR model."""
     return wide_resnet_cifar(28, 10, num_classes, in_chans, small_input, **kwargs)
 

@@ -98,3 +98,57 @@ def plot_image_grid(images: np.ndarray, titles: list[str], path: str, cols: int 
         ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray" if img.shape[0] == 1 else None)
         ax.set_title(title, fontsize=7)
     return save_figure(fig, path)
+
+
+def _display(img: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` in [0, 1] -> what ``imshow`` takes: ``(H, W)`` grey or ``(H, W, 3)``."""
+    img = np.clip(img.astype(np.float64), 0, 1)
+    return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """An image ``(C, H, W)`` and a map ``(H, W)``, both in [0, 1], blended into ``(H, W, 3)``
+    with the map in the 'jet' colour map."""
+    from matplotlib import colormaps
+    base = _display(image)
+    base = np.repeat(base[..., None], 3, 2) if base.ndim == 2 else base
+    colour = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    return (1 - alpha) * base + alpha * colour
+
+
+def plot_heatmaps(images: np.ndarray, maps: list[np.ndarray], titles: list[str], map_titles: list[str],
+                  path: str, boxes: list[list[tuple[np.ndarray, str]]] | None = None) -> str:
+    """One row per image: the image ``(C, H, W)`` in [0, 1], then each map ``maps[j][n]``
+    ``(H, W)`` in [0, 1] laid over it; ``boxes[n]``: ``(x1, y1, x2, y2)`` and colour pairs drawn
+    on every panel of row ``n``."""
+    plt = pyplot()
+    from matplotlib.patches import Rectangle
+    n, cols = len(images), 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 2.3 * n), squeeze=False)
+    for r in range(n):
+        panels = [_display(images[r])] + [heatmap_overlay(images[r], m[r]) for m in maps]
+        for c, (ax, panel) in enumerate(zip(axes[r], panels)):
+            ax.imshow(panel, cmap="gray" if panel.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_title(titles[r] if c == 0 else map_titles[c - 1], fontsize=7)
+            ax.axis("off")
+            for (x1, y1, x2, y2), colour in (boxes[r] if boxes else []):
+                ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                       edgecolor=colour, lw=1.2))
+    return save_figure(fig, path)
+
+
+def plot_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str], path: str, title: str = "") -> str:
+    """A 2-D map ``points (N, 2)`` coloured by class."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for c, name in enumerate(classes):
+        sel = labels == c
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=4, color=cmap(c % cmap.N), label=name)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(classes) <= 20:
+        ax.legend(fontsize=6, markerscale=3, loc="best")
+    return save_figure(fig, path)

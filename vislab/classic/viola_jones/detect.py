@@ -66,14 +66,14 @@ def resize_linear_exact(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def rgb_to_gray(img: np.ndarray) -> np.ndarray:
-    """uint8 RGB (H, W, 3) to grey as OpenCV's ``cvtColor(RGB2GRAY)`` computes it (14-bit fixed point)."""
+    """uint8 RGB (H, W, 3) to grey as OpenCV's ``cvtColor(RGB2GRAY)`` computes it (15-bit fixed point)."""
     img = np.asarray(img)
     if img.ndim == 2:
         return img.astype(np.uint8)
     if img.ndim != 3 or img.shape[2] not in (3, 4) or img.dtype != np.uint8:
         raise ValueError(f"rgb_to_gray needs a uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
     r, g, b = (img[..., k].astype(np.int32) for k in range(3))
-    return ((r * 4899 + g * 9617 + b * 1868 + (1 << 13)) >> 14).astype(np.uint8)
+    return ((r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- results
