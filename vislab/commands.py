@@ -55,6 +55,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("models", help="list the registered architectures")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.add_argument("--table", action="store_true",
+                   help="parameters, MACs and depth of each model (counted on meta tensors)")
+    p.add_argument("--input", default="3x224x224", help="input size for --table, CxHxW (default 3x224x224)")
+    p.add_argument("--png", help="with --table: also plot MACs vs parameters (log-log) to this PNG")
     p.set_defaults(func=_models)
 
 
@@ -164,6 +168,23 @@ def _data_check(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     from vislab.models import list_models, model_family
-    for name in list_models(args.pattern):
-        print(f"{name:32s} {model_family(name)}")
+    names = list_models(args.pattern)
+    if not args.table:
+        for name in names:
+            print(f"{name:32s} {model_family(name)}")
+        return 0
+    from vislab.analysis.cli import parse_input_size
+    from vislab.analysis.zoo import zoo_plot, zoo_table
+    size = parse_input_size(args.input)
+    rows = zoo_table(size, names)
+    print(f"{'model':24s} {'family':14s} {'params':>14s} {'GMACs':>9s} {'depth':>6s}   "
+          f"(input {'x'.join(map(str, size))}; FLOPs = 2 x MACs)")
+    for r in rows:
+        macs = f"{r.macs / 1e9:9.3f}" if r.macs is not None else f"{'-':>9s}"
+        depth = f"{r.depth:6d}" if r.depth is not None else f"{'-':>6s}"
+        note = f"   ({r.error})" if r.error else ""
+        print(f"{r.name:24s} {r.family:14s} {r.params:14,d} {macs} {depth}{note}")
+    if args.png:
+        zoo_plot(rows, args.png)
+        print(f"plot: {args.png}")
     return 0
