@@ -28,8 +28,15 @@ demo: install fashion-mnist
 	$(VENV)/bin/vislab train --run-dir $(RUN) --fresh
 	$(VENV)/bin/vislab evaluate $(RUN)
 
+# The report test opens the page in headless Chromium (Debian's chromium and chromium-driver).
 test-deps:
-	@true
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Chromium (Debian packages chromium, chromium-driver) for the report test"; \
+		(apt-get install -y -qq chromium chromium-driver || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)) >/dev/null; \
+	else \
+		echo "Chromium is missing: run 'sudo apt-get install chromium chromium-driver'" >&2; exit 2; \
+	fi
 
 test: install fashion-mnist test-deps
 	$(PY) -m pytest -n 2 -q

@@ -19,6 +19,7 @@ _EXTENSIONS = (
     "vislab.detection.cli",
     "vislab.analysis.cli",
     "vislab.explain.cli",
+    "vislab.report.cli",
     "vislab.classic.viola_jones.cli",
 )
 

@@ -328,3 +328,6 @@ def _content_sha256(path: str) -> str:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     return hashlib.sha256(raw).hexdigest()
+
+
+from vislab.detection import sliding_window  # noqa: E402,F401  (registers scene_patches and its window_cnn model)

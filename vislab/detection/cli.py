@@ -1,5 +1,5 @@
-"""Detection commands: ``vislab eval-detections`` here, and the arguments and handler of
-``vislab data make-scenes`` (wired into the ``data`` group by :mod:`vislab.commands`)."""
+"""Detection commands: ``vislab eval-detections`` and ``vislab detect`` here, and the arguments
+and handler of ``vislab data make-scenes`` (wired into the ``data`` group by :mod:`vislab.commands`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="PNG", help="write precision-recall curves at IoU 0.5 per category")
     p.add_argument("--json", metavar="OUT", help="write all numbers as JSON")
     p.set_defaults(func=_eval_detections)
+
+    p = sub.add_parser("detect", help="find objects with a trained run: draw them on an image, or "
+                                      "evaluate on the run's test scenes",
+                       description="The run is a localization run (one box per image) or a window "
+                                   "classifier trained on scene_patches, run as a sliding-window detector.")
+    p.add_argument("run_dir")
+    p.add_argument("image", nargs="?", help="image file to detect in (omit with --eval-scenes)")
+    p.add_argument("--out", metavar="PNG", help="where to draw the detections (default IMAGE_STEM_detections.png)")
+    p.add_argument("--scales", type=float, nargs="+", metavar="S",
+                   help="pyramid scales of the sliding windows (default 1.7 1.35 1.07 0.85 0.67 0.53 0.42)")
+    p.add_argument("--ratios", type=float, nargs="+", metavar="R",
+                   help="box shapes, height/width, of the sliding windows (default 0.5 1 2)")
+    p.add_argument("--score-thr", type=float, metavar="P",
+                   help="lowest score kept (default 0.5 when drawing, 0.05 when evaluating)")
+    p.add_argument("--nms-iou", type=float, default=0.3, metavar="IOU",
+                   help="sliding windows: suppress same-class boxes overlapping more (default 0.3)")
+    p.add_argument("--conv", action="store_true",
+                   help="score all windows of a level in one pass of the convolutionalised classifier")
+    p.add_argument("--eval-scenes", type=int, metavar="N",
+                   help="evaluate on the first N test scenes of the run (0: all): COCO AP/AR, and for "
+                        "sliding windows the time of the explicit and the convolutionalised path")
+    p.add_argument("--time-scenes", type=int, default=5, metavar="K",
+                   help="with --eval-scenes: time both window paths on the first K scenes (default 5)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_detect)
 
 
 def _eval_detections(args: argparse.Namespace) -> int:
@@ -54,6 +79,49 @@ def _eval_detections(args: argparse.Namespace) -> int:
     if args.json:
         from vislab.engine.checkpoint import atomic_write_text
         atomic_write_text(args.json, json.dumps(out, indent=2))
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from vislab.detection.sliding_window import PyramidConfig
+    if (args.image is None) == (args.eval_scenes is None):
+        raise UserError("give an IMAGE to detect in, or --eval-scenes N to evaluate on test scenes (not both)")
+    if args.eval_scenes is not None and args.eval_scenes < 0:
+        raise UserError(f"--eval-scenes must be >= 0 (0: all), got {args.eval_scenes}")
+    defaults = PyramidConfig()
+    pyramid = PyramidConfig(scales=tuple(args.scales or defaults.scales), ratios=tuple(args.ratios or defaults.ratios))
+    if args.image is not None:
+        return _detect_image(args, pyramid)
+    from vislab.config import config_from_run
+    from vislab.engine.checkpoint import atomic_write_text
+    thr = 0.05 if args.score_thr is None else args.score_thr
+    if config_from_run(args.run_dir).task == "localization":
+        from vislab.detection.localization import evaluate_run
+        report, gt, results = evaluate_run(args.run_dir, args.eval_scenes or None, device=args.device)
+    else:
+        from vislab.detection.detect import evaluate_sliding_window
+        report, gt, results = evaluate_sliding_window(args.run_dir, args.eval_scenes or None, args.time_scenes,
+                                                      pyramid, thr, args.nms_iou, args.device)
+    atomic_write_text(os.path.join(args.run_dir, "detect_gt.json"), json.dumps(gt))
+    atomic_write_text(os.path.join(args.run_dir, "detect_detections.json"), json.dumps(results))
+    atomic_write_text(os.path.join(args.run_dir, "detect_eval.json"), json.dumps(report, indent=1))
+    print(report["summary"])
+    print(f"written: {os.path.join(args.run_dir, 'detect_eval.json')} (and detect_gt.json, detect_detections.json "
+          "for `vislab eval-detections`)")
+    return 0
+
+
+def _detect_image(args: argparse.Namespace, pyramid) -> int:
+    from vislab.detection.detect import draw_detections, load_detector, read_image
+    thr = 0.5 if args.score_thr is None else args.score_thr
+    detector = load_detector(args.run_dir, args.device, pyramid, args.conv, thr, args.nms_iou)
+    image = read_image(args.image)
+    det = detector.detect(image)
+    out = args.out or f"{os.path.splitext(os.path.basename(args.image))[0]}_detections.png"
+    draw_detections(image, det, detector.classes, out)
+    for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+        print(f"{detector.classes[label]:16s} {score:.3f}  box {' '.join(f'{v:.1f}' for v in box)}")
+    print(f"{len(det['boxes'])} detections drawn on {out}")
     return 0
 
 

@@ -14,7 +14,8 @@ The same windows are scored two ways:
 * convolutionalised: the classifier's fully connected head turned into convolutions
   (:func:`vislab.analysis.convolutionalise`), so that one forward pass over a level scores all
   its windows at once, sharing the convolutions of overlapping windows.  This needs a classifier
-  whose convolutions do not pad and whose total stride is ``stride``, such as :class:`WindowCNN`.
+  whose convolutions do not pad and whose total stride is ``stride``, such as
+  :class:`~vislab.models.window_cnn.WindowCNN` (model ``window_cnn``).
 
 The training windows (data set ``scene_patches``) are cut from the pyramid of training scenes
 exactly as the detector cuts them: a window is an object of class ``k`` when the box it stands
@@ -37,76 +38,9 @@ from vislab.data.datasets import ArrayDataset, DatasetInfo, register_dataset
 from vislab.detection.boxes import box_iou, clip_boxes_to_image
 from vislab.detection.nms import batched_nms
 from vislab.errors import UserError
-from vislab.models.base import Classifier
-from vislab.models.layers import ConvNormAct, init_weights
-from vislab.models.registry import register_model
+from vislab.models import window_cnn  # noqa: F401  (registers the window_cnn model)
 
 BACKGROUND = "background"
-
-
-# --------------------------------------------------------------------------- the window classifier
-
-class WindowCNN(Classifier):
-    """A small classifier of fixed-size windows whose head can be convolutionalised:
-    unpadded 3x3 conv-BN-ReLU layers, two max-pools (total stride 4), then fully connected
-    layers over the ``3 x 3`` map that a 32x32 window leaves (OverFeat's design, in small).
-
-    An adaptive average pool to that map size lets the classifier take other input sizes; at the
-    window size it is the identity, and :meth:`as_sequential` leaves it out.
-
-    Args:
-        num_classes / in_chans: classes (background included) and input channels.
-        img_size: the window side (32: a 3x3 map before the head).
-        widths: channels of the three stages.
-        hidden: width of the hidden fully connected layer.
-        drop: dropout before the classifier.
-    """
-
-    stride = 4
-
-    def __init__(self, num_classes: int = 11, in_chans: int = 3, img_size: int = 32,
-                 widths: tuple[int, int, int] = (32, 64, 128), hidden: int = 256, drop: float = 0.3) -> None:
-        super().__init__()
-        c1, c2, c3 = widths
-        self.stages = nn.Sequential(
-            nn.Sequential(ConvNormAct(in_chans, c1, 3, padding=0), ConvNormAct(c1, c1, 3, padding=0),
-                          nn.MaxPool2d(2)),                                   # (S - 4) / 2
-            nn.Sequential(ConvNormAct(c1, c2, 3, padding=0), ConvNormAct(c2, c2, 3, padding=0),
-                          nn.MaxPool2d(2)),                                   # ((S - 4) / 2 - 4) / 2
-            ConvNormAct(c2, c3, 3, padding=0),                                # ... - 2
-        )
-        side = ((img_size - 4) // 2 - 4) // 2 - 2
-        if side < 1:
-            raise ValueError(f"WindowCNN needs windows of at least 24 pixels, got {img_size}")
-        self.pool = nn.AdaptiveAvgPool2d(side)
-        self.pre_logits = nn.Sequential(nn.Flatten(), nn.Linear(c3 * side * side, hidden),
-                                        nn.ReLU(inplace=True), nn.Dropout(drop))
-        self.num_classes = num_classes
-        self.num_features = hidden
-        self.img_size = img_size
-        self.feature_info = [dict(module=f"stages.{i}", num_chs=c, reduction=r)
-                             for i, (c, r) in enumerate([(c1, 2), (c2, 4), (c3, 8)])]
-        self.head = nn.Linear(hidden, num_classes)
-        init_weights(self, "he")
-
-    def forward_features(self, x: Tensor) -> Tensor:   # (B, C, S, S) -> (B, c3, S/4 - 7, S/4 - 7)
-        return self.stages(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.pre_logits(self.pool(x))               # (B, c3, 3, 3) -> (B, hidden)
-        return x if pre_logits else self.head(x)
-
-    def as_sequential(self) -> nn.Sequential:
-        """The same layers (shared, not copied) as ``Sequential(convs..., Flatten, Linear...)``,
-        the form :func:`vislab.analysis.convolutionalise` takes."""
-        return nn.Sequential(*self.stages, *self.pre_logits, self.head)
-
-
-@register_model
-def window_cnn(num_classes: int = 11, in_chans: int = 3, img_size: int = 32,
-               widths: tuple[int, int, int] = (32, 64, 128), hidden: int = 256, drop: float = 0.3) -> WindowCNN:
-    """Window classifier for sliding-window detection: unpadded convs, stride 4, FC head."""
-    return WindowCNN(num_classes, in_chans, img_size, tuple(widths), hidden, drop)
 
 
 # --------------------------------------------------------------------------- the pyramid
@@ -209,7 +143,7 @@ class SlidingWindowDetector:
         classes: its class names, the last one ``'background'``.
         config: the pyramid.
         conv: score the windows with the convolutionalised classifier (needs a model with
-            ``as_sequential``, e.g. :class:`WindowCNN`), else one window at a time.
+            ``as_sequential``, e.g. ``window_cnn``), else one window at a time.
     """
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float], classes: list[str],
@@ -240,20 +174,22 @@ class SlidingWindowDetector:
 
     @torch.no_grad()
     def __call__(self, image: Tensor, score_thr: float = 0.5, nms_iou: float = 0.3,
-                 max_dets: int = 100) -> dict[str, Tensor]:
+                 max_dets: int = 100, pre_nms: int = 1000) -> dict[str, Tensor]:
         """Detections of one image ``(C, H, W)`` in ``[0, 1]``: ``boxes`` ``(n, 4)``, ``scores``,
         ``labels`` (object classes; the background never comes out), best first."""
         boxes, probs = self.candidates(image)
-        return select(boxes, probs, image.shape[-2:], score_thr, nms_iou, max_dets)
+        return select(boxes, probs, image.shape[-2:], score_thr, nms_iou, max_dets, pre_nms)
 
 
 def select(boxes: Tensor, probs: Tensor, size: tuple[int, int], score_thr: float = 0.5,
-           nms_iou: float = 0.3, max_dets: int = 100) -> dict[str, Tensor]:
+           nms_iou: float = 0.3, max_dets: int = 100, pre_nms: int = 1000) -> dict[str, Tensor]:
     """Windows -> detections: each window's best object class (the last class is background)
-    scored by its probability, those above ``score_thr`` clipped to the image and suppressed
-    per class (:func:`~vislab.detection.nms.batched_nms`), at most ``max_dets`` kept."""
+    scored by its probability; the ``pre_nms`` best of those above ``score_thr`` clipped to the
+    image and suppressed per class (:func:`~vislab.detection.nms.batched_nms`, whose IoU matrix
+    grows as the square of the candidates), at most ``max_dets`` kept."""
     scores, labels = probs[:, :-1].max(1)
-    keep = scores >= score_thr
+    keep = torch.nonzero(scores >= score_thr).flatten()
+    keep = keep[torch.sort(scores[keep], descending=True, stable=True).indices[:pre_nms]]
     boxes, scores, labels = clip_boxes_to_image(boxes[keep], tuple(size)), scores[keep], labels[keep]
     keep = batched_nms(boxes, scores, labels, nms_iou)[:max_dets]
     return {"boxes": boxes[keep].cpu(), "scores": scores[keep].cpu(), "labels": labels[keep].cpu()}
@@ -280,43 +216,56 @@ NEG_PER_POS = 1.0                  # background windows per positive (at least N
 NEG_MIN = 4
 
 
+def label_windows(boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, background: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The windows (given by the boxes they stand for, ``(N, 4)``) that train the classifier,
+    and as what: indices into ``boxes`` and labels.  Up to ``POS_PER_OBJECT`` windows per object
+    with IoU >= ``POS_IOU`` (an object's class), then as many background windows (at least
+    ``NEG_MIN``) overlapping every object with IoU < ``NEG_IOU``, half of them "hard" (IoU >=
+    ``HARD_IOU``) when there are enough."""
+    iou = box_iou(boxes, gt_boxes)
+    if len(gt_boxes):
+        best, owner = iou.max(1)
+    else:
+        best, owner = torch.zeros(len(boxes)), torch.zeros(len(boxes), dtype=torch.long)
+    index, label = [], []
+    for j in range(len(gt_boxes)):
+        pos = rng.permutation(torch.nonzero((best >= POS_IOU) & (owner == j)).flatten().numpy())[:POS_PER_OBJECT]
+        index += pos.tolist()
+        label += [int(gt_labels[j])] * len(pos)
+    n_neg = max(NEG_MIN, round(NEG_PER_POS * len(index)))
+    hard = rng.permutation(torch.nonzero((best >= HARD_IOU) & (best < NEG_IOU)).flatten().numpy())
+    easy = rng.permutation(torch.nonzero(best < HARD_IOU).flatten().numpy())
+    n_hard = min(len(hard), n_neg // 2)
+    neg = np.concatenate((hard[:n_hard], easy[:n_neg - n_hard])).astype(np.int64)
+    return np.asarray(index + neg.tolist(), np.int64), np.asarray(label + [background] * len(neg), np.int64)
+
+
 def window_patches(images: Tensor, targets: list[dict[str, Tensor]], background: int,
                    config: PyramidConfig = PyramidConfig(), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Training windows of scenes ``(N, C, H, W)`` uint8 with their ``targets`` (``boxes``,
-    ``labels``): uint8 patches ``(M, C, window, window)`` and labels ``(M,)``, background =
-    ``background``.  Windows are cut from the pyramid exactly as the detector cuts them."""
+    ``labels``), chosen by :func:`label_windows`: uint8 patches ``(M, C, window, window)`` and
+    labels ``(M,)``, scene by scene.  Windows are cut from the pyramid as the detector cuts them."""
     win, st = config.window, config.stride
     patches, labels = [], []
     for i in range(len(images)):
-        rng = np.random.default_rng([seed, i])
         levels = pyramid(images[i].float() / 255, config)
         if not levels:
             continue
         starts = np.cumsum([0] + [lv.grid[0] * lv.grid[1] for lv in levels])
-        gt, gl = targets[i]["boxes"], targets[i]["labels"]
-        iou = box_iou(torch.cat([lv.boxes for lv in levels]), gt)
-        best, owner = iou.max(1) if len(gt) else (torch.zeros(len(iou)), torch.zeros(len(iou), dtype=torch.long))
-        chosen: list[tuple[int, int]] = []
-        for j in range(len(gt)):
-            cand = torch.nonzero((best >= POS_IOU) & (owner == j)).flatten().numpy()
-            chosen += [(int(t), int(gl[j])) for t in rng.permutation(cand)[:POS_PER_OBJECT]]
-        n_neg = max(NEG_MIN, round(NEG_PER_POS * len(chosen)))
-        hard = torch.nonzero((best >= HARD_IOU) & (best < NEG_IOU)).flatten().numpy()
-        easy = torch.nonzero(best < HARD_IOU).flatten().numpy()
-        n_hard = min(len(hard), n_neg // 2)
-        chosen += [(int(t), background) for t in rng.permutation(hard)[:n_hard]]
-        chosen += [(int(t), background) for t in rng.permutation(easy)[:n_neg - n_hard]]
+        index, label = label_windows(torch.cat([lv.boxes for lv in levels]), targets[i]["boxes"],
+                                     targets[i]["labels"], background, np.random.default_rng([seed, i]))
         crops = []
-        for t, label in chosen:
+        for t in index:
             n = int(np.searchsorted(starts, t, side="right")) - 1
-            r, c = divmod(t - int(starts[n]), levels[n].grid[1])
+            r, c = divmod(int(t - starts[n]), levels[n].grid[1])
             crops.append(levels[n].image[:, r * st:r * st + win, c * st:c * st + win])
-            labels.append(label)
         if crops:       # to uint8 now: views would keep every level of every scene alive
             patches.append((torch.stack(crops) * 255).round().clamp(0, 255).to(torch.uint8))
+            labels.append(label)
     if not patches:
         return np.zeros((0, images.shape[1], win, win), np.uint8), np.zeros(0, np.int64)
-    return torch.cat(patches).numpy(), np.asarray(labels, np.int64)
+    return torch.cat(patches).numpy(), np.concatenate(labels)
 
 
 def _read_scene_patches(folder: str, split: str) -> ArrayDataset:
@@ -340,5 +289,5 @@ register_dataset(DatasetInfo(
                 "data.root=DIR from `vislab data make-scenes DIR`"))
 
 
-__all__ = ["BACKGROUND", "Level", "PyramidConfig", "SlidingWindowDetector", "WindowCNN", "conv_scores",
-           "convolutionalised", "explicit_scores", "pyramid", "select", "window_patches"]
+__all__ = ["BACKGROUND", "Level", "PyramidConfig", "SlidingWindowDetector", "conv_scores",
+           "convolutionalised", "explicit_scores", "label_windows", "pyramid", "select", "window_patches"]

@@ -86,9 +86,11 @@ def maximize_activation(model: nn.Module, input_shape: Sequence[int], unit: int,
     with torch.enable_grad(), inspecting(model), capture(model, layers) as acts:
         for step in range(steps + 1):
             x.requires_grad_(True)
-            dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g))
-            value = objective(torch.roll(x, (dy, dx), (2, 3)), acts)[0]
-            history.append(float(value))
+            shift = torch.randint(-jitter, jitter + 1, (2,), generator=g).tolist()
+            if step == steps:
+                shift = [0, 0]                      # the last value is that of the image returned
+            value = objective(torch.roll(x, shift, (2, 3)), acts)[0]
+            history.append(float(value.detach()))
             if step == steps:
                 break
             (grad,) = torch.autograd.grad(value, x)

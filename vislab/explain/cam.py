@@ -27,11 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vislab.errors import UserError
-from vislab.explain.hooks import (as_spatial, capture, class_targets, default_layer, get_layer,
-                                  inspecting, layer_gradient)
+from vislab.explain.hooks import (Target, as_spatial, capture, class_targets, default_layer,
+                                  get_layer, inspecting, layer_gradient)
 from vislab.models.base import Classifier
-
-Target = int | Sequence[int] | Tensor | None
 
 
 def _final_linear(model: nn.Module, fc: str | None) -> nn.Linear:
@@ -129,7 +127,7 @@ def _total_variation(h: Tensor) -> Tensor:
 
 def augmented_grad_cam(model: nn.Module, x: Tensor, target: Target = None, layer: str | None = None,
                        n_aug: int = 16, max_angle: float = 15.0, max_shift: float = 0.1,
-                       tv_weight: float = 0.005, steps: int = 200, lr: float = 0.05,
+                       tv_weight: float = 0.02, steps: int = 200, lr: float = 0.05,
                        plus_plus: bool = False, seed: int = 0) -> Tensor:
     """Augmented Grad-CAM: one ``(B, H, W)`` map at the image's resolution from the Grad-CAMs
     of ``n_aug`` warps (:func:`affine_warps`) of each image, by super-resolution.

@@ -30,7 +30,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="localize: the map the box comes from (default cam)")
     p.add_argument("--canvas", type=int, help="localize: canvas side in pixels (default twice the image side)")
     p.add_argument("--threshold", type=float, default=0.2,
-                   help="localize: threshold as a fraction of the map's range (default 0.2)")
+                   help="localize: box around the map above this fraction of its maximum (default 0.2)")
     p.add_argument("--steps", type=int, default=200, help="maximize: gradient-ascent steps (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -43,7 +43,7 @@ def _explain(args: argparse.Namespace) -> int:
     if args.k < 1 or (args.limit is not None and args.limit < 1) or args.steps < 1:
         raise UserError("--k, --limit and --steps must be positive integers")
     if not 0 <= args.threshold <= 1:
-        raise UserError(f"--threshold {args.threshold} must lie in [0, 1] (a fraction of the map's range)")
+        raise UserError(f"--threshold {args.threshold} must lie in [0, 1] (a fraction of the map's maximum)")
     opts = Options(images=args.images or ["test:0-3"], target=args.target, layer=args.layer,
                    unit=args.unit, k=args.k, limit=args.limit, map=args.map, canvas=args.canvas,
                    threshold=args.threshold, steps=args.steps, seed=args.seed)

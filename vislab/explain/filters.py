@@ -25,8 +25,7 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             return name, m
-    raise UserError(f"{type(model).__name__} has no convolution: there are no filters to show "
-                    "(for the linear classifier, its class templates are in plots/templates.png)")
+    raise UserError(f"{type(model).__name__} has no convolution: there are no filters to show")
 
 
 def filter_images(conv: nn.Conv2d) -> Tensor:

@@ -21,6 +21,8 @@ from vislab.models.base import Classifier
 
 MAX_PREFIX_TOKENS = 8      # class/distillation/register tokens ahead of a ViT's patch tokens
 
+Target = int | Sequence[int] | Tensor | None   # one class for all images, one per image, or predicted
+
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` (as in ``model.named_modules()``)."""
@@ -40,9 +42,9 @@ def default_layer(model: nn.Module, x: Tensor) -> str:
     direct child whose output is a spatial map."""
     info = getattr(model, "feature_info", None)
     if isinstance(model, Classifier) and info:
-        shape = _probe(model, x, [info[-1]["module"]])[info[-1]["module"]]
+        shape = output_shapes(model, x, [info[-1]["module"]])[info[-1]["module"]]
         return info[-2 if len(shape) == 3 and len(info) > 1 else -1]["module"]
-    shapes = _probe(model, x, [n for n, _ in model.named_children()])
+    shapes = output_shapes(model, x, [n for n, _ in model.named_children()])
     spatial = [n for n, s in shapes.items() if len(s) == 4 and s[2] * s[3] > 1]
     if not spatial:
         raise UserError(f"cannot tell which layer of {type(model).__name__} holds the feature maps; "
@@ -50,8 +52,8 @@ def default_layer(model: nn.Module, x: Tensor) -> str:
     return spatial[-1]
 
 
-def _probe(model: nn.Module, x: Tensor, layers: list[str]) -> dict[str, tuple[int, ...]]:
-    """Output shapes of ``layers`` on the first image of ``x``."""
+def output_shapes(model: nn.Module, x: Tensor, layers: list[str]) -> dict[str, tuple[int, ...]]:
+    """Output shapes of ``layers`` on the first image of ``x`` (layers not run are left out)."""
     with torch.no_grad(), inspecting(model), capture(model, layers, keep_graph=False) as acts:
         model(x[:1])
         return {n: tuple(a.shape) for n, a in acts.items()}
@@ -123,7 +125,7 @@ def as_spatial(act: Tensor, image_hw: tuple[int, int]) -> Tensor:
                     f"{MAX_PREFIX_TOKENS} class tokens); choose another --layer")
 
 
-def class_targets(logits: Tensor, target: int | Sequence[int] | Tensor | None) -> Tensor:
+def class_targets(logits: Tensor, target: Target) -> Tensor:
     """Per-image class indices ``(B,)``: the predicted class where ``target`` is None, else the
     given class (one int for all, or one per image), checked against the number of classes."""
     B, K = logits.shape
@@ -141,8 +143,8 @@ def class_targets(logits: Tensor, target: int | Sequence[int] | Tensor | None) -
     return t
 
 
-def layer_gradient(model: nn.Module, x: Tensor, layer: str,
-                   target: int | Sequence[int] | Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def layer_gradient(model: nn.Module, x: Tensor, layer: str, target: Target = None
+                   ) -> tuple[Tensor, Tensor, Tensor]:
     """One forward and backward pass: the layer's output ``A``, ``dS_c/dA`` (both as recorded,
     i.e. maps or tokens) and the target classes, where ``S_c`` is the class score (logit)."""
     x = x.detach().requires_grad_(True)     # the graph reaches A even when no parameter is trainable
@@ -157,5 +159,5 @@ def layer_gradient(model: nn.Module, x: Tensor, layer: str,
     return act.detach(), grad.detach(), targets
 
 
-__all__ = ["as_spatial", "capture", "class_targets", "default_layer", "get_layer", "inspecting",
-           "layer_gradient"]
+__all__ = ["Target", "as_spatial", "capture", "class_targets", "default_layer", "get_layer",
+           "inspecting", "layer_gradient", "output_shapes"]

@@ -4,7 +4,7 @@ labels alone, scored by IoU against boxes the project knows because it made the 
 Each test image is one item (e.g. a Fashion-MNIST garment on black) placed at a random position
 on a larger black canvas; its true box is the tight box of the item's nonzero pixels.  A fully
 convolutional network with global pooling runs on the larger canvas unchanged.  As in the CAM
-paper, the map of the true class is scaled to ``[0, 1]``, thresholded at 20% and the box of the
+paper, the map of the true class is thresholded at 20% of its maximum and the box of the
 largest connected region is the prediction.
 """
 
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from vislab.detection.boxes import box_iou
 from vislab.errors import UserError
-from vislab.explain.cam import augmented_grad_cam, class_activation_map, grad_cam, normalize, upsample
+from vislab.explain.cam import augmented_grad_cam, class_activation_map, grad_cam, upsample
 from vislab.explain.hooks import inspecting
 
 
@@ -43,14 +43,16 @@ def place_on_canvas(images: np.ndarray, size: int, seed: int = 0) -> tuple[np.nd
 
 
 def box_from_map(heat: Tensor, threshold: float = 0.2) -> Tensor:
-    """The box ``(4,)`` of the largest 8-connected region where ``heat`` ``(H, W)``, scaled to
-    ``[0, 1]``, is at least ``threshold`` (ties: the first region found)."""
+    """The box ``(4,)`` of the largest 8-connected region where ``heat`` ``(H, W)`` is at least
+    ``threshold`` x its maximum (ties: the first region found); the whole image when the map
+    has no positive value."""
     from scipy import ndimage
-    mask = (normalize(heat[None])[0] >= threshold).cpu().numpy()
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
-    if n == 0:
-        H, W = heat.shape
+    H, W = heat.shape
+    peak = float(heat.max())
+    if peak <= 0:
         return torch.tensor([0.0, 0.0, W, H])
+    mask = (heat >= threshold * peak).cpu().numpy()
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
     largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
     ys, xs = np.nonzero(labels == largest)
     return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)

@@ -31,7 +31,7 @@ class Options:
     limit: int | None = None         # images of the data set a method runs over
     map: str = "cam"                 # localize: cam | gradcam | gradcam++ | augmented-gradcam
     canvas: int | None = None        # localize: canvas side (default twice the image side)
-    threshold: float = 0.2           # localize: fraction of the map's range
+    threshold: float = 0.2           # localize: fraction of the map's maximum
     steps: int = 200                 # maximize: gradient-ascent steps
     seed: int = 0
 
@@ -234,6 +234,11 @@ def _mistakes(ctx: RunContext, opts: Options) -> Result:
 def _filters(ctx: RunContext, opts: Options) -> Result:
     from vislab.explain.filters import dead_filters, filter_images, first_conv
     from vislab.report.plots import plot_image_grid
+    if callable(getattr(ctx.model, "templates", None)):          # the linear classifier
+        w = ctx.model.templates().float().cpu().numpy()
+        path = plot_image_grid(w, ctx.classes, ctx.path("filters.png"), cols=min(10, len(w)))
+        return Result("filters", [path], ["a linear classifier has no filters: its weights as one "
+                                          "template image per class"], {"first_layer": "head", "layers": []})
     name, conv = first_conv(ctx.model)
     x, _ = ctx.sample("test", opts.limit or 1000)
     report = dead_filters(ctx.model, x)
@@ -242,7 +247,8 @@ def _filters(ctx: RunContext, opts: Options) -> Result:
     w = filter_images(conv).numpy()
     titles = [f"{i}{' dead' if i in dead else ''}" for i in range(len(w))]
     path = plot_image_grid(w, titles, ctx.path("filters.png"), cols=min(16, len(w)))
-    lines = [f"first layer {name}: {len(w)} filters {tuple(conv.weight.shape[1:])}", f"dead filters over {len(x)} test images:"]
+    lines = [f"first layer {name}: {len(w)} filters {tuple(conv.weight.shape[1:])}",
+             f"dead filters over {len(x)} test images:"]
     lines += [f"  {r.layer:28s} {r.kind:10s} {len(r.dead):3d} of {r.channels:4d}"
               + (f"  {r.dead[:12]}{' ...' if len(r.dead) > 12 else ''}" if r.dead else "") for r in report]
     data = {"first_layer": name, "images": len(x), "layers": [r.to_dict() for r in report]}
@@ -279,6 +285,7 @@ def _middle_stage(ctx: RunContext) -> str:
 @_method("maximize", "activation maximisation of each class (or units of --layer)")
 def _maximize(ctx: RunContext, opts: Options) -> Result:
     from vislab.explain.activation_max import maximize_activation
+    from vislab.explain.hooks import output_shapes
     from vislab.report.plots import plot_image_grid
     shape = (ctx.stats["in_chans"], *ctx.stats["image_size"])
     lo = [-m / s for m, s in zip(ctx.stats["mean"], ctx.stats["std"])]
@@ -286,19 +293,23 @@ def _maximize(ctx: RunContext, opts: Options) -> Result:
     if opts.layer is None:
         c = ctx.class_index(opts.target)
         units = [c] if c is not None else list(range(min(len(ctx.classes), 10)))
-        label = lambda u: ctx.classes[u]   # noqa: E731
+        names = [ctx.classes[u] for u in units]
     else:
-        units = [opts.unit] if opts.unit is not None else list(range(8))
-        label = lambda u: f"unit {u}"   # noqa: E731
+        out = output_shapes(ctx.model, torch.zeros(1, *shape, device=ctx.device), [opts.layer]).get(opts.layer)
+        if out is None:
+            raise UserError(f"layer {opts.layer!r} is not run by the model's forward pass; choose another --layer")
+        channels = out[1] if len(out) != 3 else out[2]         # maps (B, C, h, w), tokens (B, N, D)
+        units = [opts.unit] if opts.unit is not None else list(range(min(channels, 8)))
+        names = [f"unit {u}" for u in units]
     images, titles, lines = [], [], []
-    for u in units:
+    for u, name in zip(units, names):
         img, hist = maximize_activation(ctx.model, shape, u, opts.layer, steps=opts.steps,
                                         bounds=(lo, hi), seed=opts.seed, device=ctx.device)
         images.append(ctx.to_display(img)[0])
-        titles.append(f"{label(u)}\n{hist[0]:.1f} -> {hist[-1]:.1f}")
-        lines.append(f"{label(u)}: activation {hist[0]:.3f} -> {hist[-1]:.3f}")
-    name = "maximize.png" if opts.layer is None else f"maximize-{opts.layer}.png"
-    path = plot_image_grid(np.stack(images), titles, ctx.path(name), cols=min(len(images), 10))
+        titles.append(f"{name}\n{hist[0]:.1f} -> {hist[-1]:.1f}")
+        lines.append(f"{name}: activation {hist[0]:.3f} -> {hist[-1]:.3f}")
+    file = "maximize.png" if opts.layer is None else f"maximize-{opts.layer}.png"
+    path = plot_image_grid(np.stack(images), titles, ctx.path(file), cols=min(len(images), 10))
     return Result("maximize", [path], lines)
 
 

@@ -13,8 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from vislab.errors import UserError
-from vislab.explain.cam import Target
-from vislab.explain.hooks import class_targets, inspecting
+from vislab.explain.hooks import Target, class_targets, inspecting
 
 
 def input_gradient(model: nn.Module, x: Tensor, target: Target = None) -> Tensor:

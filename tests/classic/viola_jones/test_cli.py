@@ -46,7 +46,8 @@ def test_train_refuses_to_overwrite(capsys, tiny_run):
 
 
 def test_eval_writes_table_and_plots(capsys, tiny_run):
-    code, out, _ = _run(capsys, "vj", "eval", "--run-dir", str(tiny_run), "--scenes", "2", "--scale-factor", "1.2")
+    code, out, _ = _run(capsys, "vj", "eval", "--run-dir", str(tiny_run), "--scenes", "1", "--scale-factor", "1.3",
+                        "--roc-points", "3")
     assert code == 0
     report = json.loads((tiny_run / "eval.json").read_text())
     names = [row["detector"] for row in report["table"]]

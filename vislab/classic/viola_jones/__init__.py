@@ -2,12 +2,12 @@
 
 Train a cascade in minutes (:func:`train_cascade`), read OpenCV's XML cascades
 (:func:`load_opencv_cascade`) and detect with the same boxes as ``cv2.CascadeClassifier``
-(:func:`detect`, ``mode="opencv"``) or the paper's way, scaling the features (``mode="paper"``).
+(``detect.detect``, ``mode="opencv"``) or the paper's way, scaling the features (``mode="paper"``).
 """
 
 from vislab.classic.viola_jones.adaboost import AdaBoost, SortedFeatures, Stump, fit_adaboost
 from vislab.classic.viola_jones.cascade import Cascade, evaluate_windows
-from vislab.classic.viola_jones.detect import Detections, detect, group_rectangles, resize_linear_exact, rgb_to_gray
+from vislab.classic.viola_jones.detect import Detections, group_rectangles, resize_linear_exact, rgb_to_gray
 from vislab.classic.viola_jones.haar import SHAPES, HaarFeatures, feature_values, haar_features
 from vislab.classic.viola_jones.integral import (integral_image, rect_sum, squared_integral_image,
                                                  tilted_integral_image, tilted_rect_sum)
@@ -16,7 +16,7 @@ from vislab.classic.viola_jones.train import TrainConfig, TrainResult, train_cas
 
 __all__ = [
     "AdaBoost", "Cascade", "Detections", "HaarFeatures", "SHAPES", "SortedFeatures", "Stump", "TrainConfig",
-    "TrainResult", "detect", "evaluate_windows", "feature_values", "fit_adaboost", "group_rectangles",
+    "TrainResult", "evaluate_windows", "feature_values", "fit_adaboost", "group_rectangles",
     "haar_features", "integral_image", "load_opencv_cascade", "rect_sum", "resize_linear_exact", "rgb_to_gray",
     "save_opencv_cascade", "squared_integral_image", "tilted_integral_image", "tilted_rect_sum", "train_cascade",
 ]

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-CASCADE_FILE = "checkpoints/cascade.npz"
+CASCADE_FILE = "checkpoints/cascade.npz"   # as vislab.classic.viola_jones.train writes them
 XML_FILE = "checkpoints/cascade.xml"
 
 
@@ -24,11 +24,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-false-positive-rate", type=float, default=1e-6,
                    help="stop when the product of the f's reaches it (default 1e-6)")
     p.add_argument("--max-weak", type=int, default=200, help="at most this many stumps per stage")
-    p.add_argument("--positives-per-face", type=int, default=15, help="augmented copies of each training face")
-    p.add_argument("--negatives", type=int, default=1000, help="bootstrapped negatives per stage")
-    p.add_argument("--validation-negatives", type=int, default=500, help="negatives that measure f")
+    p.add_argument("--positives-per-face", type=int, default=10, help="augmented copies of each training face")
+    p.add_argument("--negatives", type=int, default=800, help="bootstrapped negatives per stage")
+    p.add_argument("--validation-negatives", type=int, default=400, help="negatives that measure f")
     p.add_argument("--features", type=int, default=0, help="random subset of the Haar pool (0: all 162,336)")
-    p.add_argument("--generated-negatives", type=int, default=30, help="generated face-free images")
+    p.add_argument("--generated-negatives", type=int, default=60, help="generated face-free images")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
 
@@ -52,15 +52,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opencv-cascade", default="frontalface_default", help="OpenCV cascade to compare with")
     p.add_argument("--scale-factor", type=float, default=1.1)
     p.add_argument("--min-neighbors", type=int, default=3)
+    p.add_argument("--roc-points", type=int, default=16, help="last-stage thresholds on the ROC curve")
     p.set_defaults(func=_eval)
 
 
 # --------------------------------------------------------------------------- helpers
-def _atomic_text(path: Path, text: str) -> None:
-    from vislab.engine.checkpoint import atomic_write_text
-    atomic_write_text(str(path), text)
-
-
 def load_any_cascade(spec: str):
     """A cascade from a .npz file, a run directory, an OpenCV XML file or a shipped OpenCV name."""
     from vislab.classic.viola_jones.cascade import Cascade
@@ -103,12 +99,7 @@ def _read_image(spec: str):
 
 # --------------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    import yaml
-
-    from vislab.classic.viola_jones.opencv_xml import save_opencv_cascade
-    from vislab.classic.viola_jones.train import TrainConfig, train_cascade
+    from vislab.classic.viola_jones.train import CASCADE_FILE, XML_FILE, TrainConfig, train_into_run
     from vislab.errors import UserError
 
     cfg = TrainConfig(max_stages=args.stages, detection_rate=args.detection_rate,
@@ -124,22 +115,7 @@ def _train(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     if (run / CASCADE_FILE).exists() and not args.fresh:
         raise UserError(f"{run} already holds a cascade; pass --fresh to overwrite it or choose another --run-dir")
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run / "metrics.jsonl").unlink(missing_ok=True)
-    _atomic_text(run / "config.yaml", yaml.safe_dump({"task": "viola_jones", **asdict(cfg)}, sort_keys=False))
-
-    def log(row: dict) -> None:
-        if row["event"] == "stage":
-            with open(run / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"stage {row['stage']:2d}: {row['n_features']:3d} features  d={row['detection_rate']:.3f}  "
-                  f"f={row['false_positive_rate']:.3f}  F~{row['estimated_false_positive_rate']:.1e}  "
-                  f"({row['seconds']:.0f} s)", flush=True)
-
-    result = train_cascade(cfg, log)
-    result.cascade.save(run / CASCADE_FILE)
-    save_opencv_cascade(result.cascade, run / XML_FILE)
-    _atomic_text(run / "train.json", json.dumps(result.as_dict(), indent=2))
+    result = train_into_run(run, cfg, verbose=True)
     print(f"{result.cascade.n_stages} stages, {int(result.cascade.stage_sizes.sum())} features, "
           f"{result.seconds:.0f} s; stopped: {result.stop_reason}")
     print(f"cascade: {run / CASCADE_FILE} (OpenCV XML: {run / XML_FILE})")
@@ -190,7 +166,8 @@ def _eval(args: argparse.Namespace) -> int:
     scenes = make_scenes(args.scenes, args.seed)
     sf, k = args.scale_factor, args.min_neighbors
     ours_xml = run / XML_FILE
-    reports = compare(ours, ours_xml if ours_xml.is_file() else None, theirs_path, theirs, scenes, sf, k)
+    reports = compare(ours, ours_xml if ours_xml.is_file() else None, theirs_path, theirs, scenes, sf, k,
+                      max(args.roc_points, 2))
     plots = run / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     plot_roc(reports, str(plots / "vj_roc.png"))
@@ -205,7 +182,8 @@ def _eval(args: argparse.Namespace) -> int:
                "faces": int(sum(len(s.boxes) for s in scenes)), "table": rows,
                "roc": {r.name: {"threshold": r.roc_thresholds, "detection_rate": r.roc_detection_rate,
                                 "false_positives": r.roc_false_positives} for r in reports}}
-    _atomic_text(run / "eval.json", json.dumps(payload, indent=2))
+    from vislab.engine.checkpoint import atomic_write_text
+    atomic_write_text(str(run / "eval.json"), json.dumps(payload, indent=2))
     print(f"{'detector':44s} {'precision':>9s} {'recall':>7s} {'AP50':>6s} {'dets':>5s} {'ms/img':>7s}")
     for r in rows:
         print(f"{r['detector']:44s} {r['precision']:9.3f} {r['recall']:7.3f} {r['AP50']:6.3f} "

@@ -133,8 +133,8 @@ def generated_image(seed: int, size: tuple[int, int] = (320, 240)) -> np.ndarray
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def negative_images(split: str = "train", generated: int = 30) -> list[np.ndarray]:
-    """Face-free uint8 images: scikit-image samples plus ``generated`` generated ones.
+def negative_images(split: str = "train", generated: int = 60, size: tuple[int, int] = (480, 360)) -> list[np.ndarray]:
+    """Face-free uint8 images: scikit-image samples plus ``generated`` generated ones of ``size``.
 
     ``train`` and ``test`` use different samples and different generator seeds.
     """
@@ -142,7 +142,7 @@ def negative_images(split: str = "train", generated: int = 30) -> list[np.ndarra
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     names = TRAIN_SAMPLES if split == "train" else TEST_SAMPLES
     seeds = range(generated) if split == "train" else range(10_000, 10_000 + generated)
-    return [sample_image(n) for n in names] + [generated_image(s) for s in seeds]
+    return [sample_image(n) for n in names] + [generated_image(s, size) for s in seeds]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ on together, one ``numpy.take`` per rectangle corner and stage.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +31,7 @@ from vislab.classic.viola_jones.integral import integral_image, squared_integral
 GROUP_EPS = 0.2
 _DENSE_MIN_WINDOWS = 2048      # smaller grids go straight to the gathered path
 _DENSE_MIN_ALIVE = 0.25        # stay on the dense path while this fraction of a grid is alive
+_SPLIT_MIN = 16384             # gathered windows per thread, at least
 
 
 # --------------------------------------------------------------------------- image helpers
@@ -159,8 +162,8 @@ def _skip_mask(failed_first: np.ndarray) -> np.ndarray:
 
 
 def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip_rule: bool,
-         last_stage: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Evaluate the cascade on every grid.
+         last_stage: bool, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate the cascade on every grid, on ``threads`` threads (numpy releases the GIL).
 
     Returns ``(grid, row, column, scores, passed)`` of the windows that pass (scores NaN) or,
     with ``last_stage``, of every window that reaches the last stage, with its sum.
@@ -174,12 +177,11 @@ def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip
                               for k in ("row0", "col0", "step", "set_index"))
     empty = np.zeros(0, np.int64)
     single = evaluator.flat.shape[0] == 1
-    # windows that leave the dense path, by the stage they need next: (grid, row, column)
-    waiting: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(n_stages + 1)]
-    reached_last: list[tuple[np.ndarray, ...]] = []
-    for g_idx, g in enumerate(grids):
-        alive = g.ok.copy()
-        stage = 0
+
+    def dense(g_idx: int):
+        """First stages of one grid on the dense path: (next stage, rows, cols, last-stage record)."""
+        g = grids[g_idx]
+        alive, stage, last = g.ok.copy(), 0, None
         while stage < n_stages and alive.any() and (
                 stage == 0 or (alive.size >= _DENSE_MIN_WINDOWS and alive.mean() >= _DENSE_MIN_ALIVE)):
             sums = evaluator.stage_sums(stage, lambda f: evaluator.dense_values(
@@ -187,30 +189,43 @@ def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip
             ok = evaluator.passes(stage, sums)
             if last_stage and stage == n_stages - 1:
                 i, j = np.nonzero(alive)
-                reached_last.append((np.full(len(i), g_idx), i, j, sums[i, j]))
+                last = (np.full(len(i), g_idx), i, j, sums[i, j])
             if stage == 0 and skip_rule:
                 alive &= _skip_mask(alive & ~ok)
             alive &= ok
             stage += 1
         i, j = np.nonzero(alive)
-        waiting[stage].append((np.full(len(i), g_idx), i, j))
+        return stage, (np.full(len(i), g_idx), i, j), last
+
+    def gathered(stage: int, live: tuple[np.ndarray, ...]) -> np.ndarray:
+        gid, i, j = live
+        base = (row0[gid] + i * step[gid]) * table.shape[1] + col0[gid] + j * step[gid]
+        vnf = vnf_all[vnf_start[gid] + i * shapes[gid, 1] + j]
+        return evaluator.stage_sums(stage, lambda f: evaluator.gather_values(
+            flat_table, base, vnf, f, None if single else sets[gid]))
 
     def join(live: tuple[np.ndarray, ...], more: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
         return tuple(np.concatenate([live[k]] + [m[k] for m in more]).astype(np.int64) for k in range(3))
 
-    live = (empty, empty, empty)
-    for stage in range(n_stages):
-        live = join(live, waiting[stage])
-        gid, i, j = live
-        if not len(gid):
-            continue
-        base = (row0[gid] + i * step[gid]) * table.shape[1] + col0[gid] + j * step[gid]
-        vnf = vnf_all[vnf_start[gid] + i * shapes[gid, 1] + j]
-        sums = evaluator.stage_sums(stage, lambda f: evaluator.gather_values(flat_table, base, vnf, f, None if single else sets[gid]))
-        ok = evaluator.passes(stage, sums)
-        if last_stage and stage == n_stages - 1:
-            reached_last.append((gid, i, j, sums))
-        live = tuple(a[ok] for a in live)
+    # windows that leave the dense path, by the stage they need next: (grid, row, column)
+    waiting: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(n_stages + 1)]
+    reached_last: list[tuple[np.ndarray, ...]] = []
+    with ThreadPoolExecutor(max(threads, 1)) as pool:
+        for stage, windows, last in pool.map(dense, range(len(grids))):
+            waiting[stage].append(windows)
+            if last is not None:
+                reached_last.append(last)
+        live = (empty, empty, empty)
+        for stage in range(n_stages):
+            live = join(live, waiting[stage])
+            if not len(live[0]):
+                continue
+            parts = np.array_split(np.arange(len(live[0])), max(1, min(threads, len(live[0]) // _SPLIT_MIN)))
+            sums = np.concatenate(list(pool.map(lambda p: gathered(stage, tuple(a[p] for a in live)), parts)))
+            ok = evaluator.passes(stage, sums)
+            if last_stage and stage == n_stages - 1:
+                reached_last.append((*live, sums))
+            live = tuple(a[ok] for a in live)
     gid, i, j = join(live, waiting[n_stages])
     if last_stage:
         gid, i, j = (np.concatenate([r[k] for r in reached_last] or [empty]).astype(np.int64) for k in range(3))
@@ -233,6 +248,10 @@ def _window_rects(grids: list[_Grid], gid: np.ndarray, i: np.ndarray, j: np.ndar
             y = np.rint(y.astype(np.float32) * sc).astype(np.int64)
         rects[sel] = np.stack([x, y, np.full_like(x, g.window[0]), np.full_like(x, g.window[1])], 1)
     return rects
+
+
+def _threads(threads: int | None) -> int:
+    return max(1, os.cpu_count() or 1) if threads is None else max(1, threads)
 
 
 # --------------------------------------------------------------------------- OpenCV's detector
@@ -298,14 +317,15 @@ def _opencv_grids(cascade: Cascade, gray: np.ndarray, scale_factor: float, min_s
 
 def scan_opencv(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
                 min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-                last_stage: bool = False) -> Candidates:
+                last_stage: bool = False, threads: int | None = None) -> Candidates:
     """All windows OpenCV's ``detectMultiScale`` accepts before grouping (its scan, bit for bit).
 
     With ``last_stage=True`` every window that reaches the last stage is returned with that
-    stage's sum, for ROC curves that move the last threshold.
+    stage's sum, for ROC curves that move the last threshold.  ``threads``: default one per
+    core, as OpenCV.
     """
     evaluator, table, grids, _ = _opencv_grids(cascade, gray, scale_factor, min_size, max_size)
-    gid, i, j, scores, passed = _run(evaluator, table, grids, skip_rule=True, last_stage=last_stage)
+    gid, i, j, scores, passed = _run(evaluator, table, grids, True, last_stage, _threads(threads))
     return Candidates(_window_rects(grids, gid, i, j), scores, passed)
 
 
@@ -338,10 +358,11 @@ class WindowHits:
         return out
 
 
-def scan_opencv_windows(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1) -> WindowHits:
+def scan_opencv_windows(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
+                        threads: int | None = None) -> WindowHits:
     """The windows :func:`scan_opencv` accepts, as pixels the cascade saw (for hard negatives)."""
     evaluator, table, grids, images = _opencv_grids(cascade, gray, scale_factor, (0, 0), (0, 0))
-    gid, i, j, _, _ = _run(evaluator, table, grids, skip_rule=True, last_stage=False)
+    gid, i, j, _, _ = _run(evaluator, table, grids, True, False, _threads(threads))
     return WindowHits(images, [g.step for g in grids], gid, i, j, int(sum(g.ok.sum() for g in grids)))
 
 
@@ -380,7 +401,7 @@ def paper_scales(image_size: tuple[int, int], window: tuple[int, int], scale_fac
 
 def scan_paper(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.25, step: float = 1.5,
                min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-               last_stage: bool = False) -> Candidates:
+               last_stage: bool = False, threads: int | None = None) -> Candidates:
     """Viola and Jones' scan: one integral image, features scaled, window step ``round(step * s)``."""
     gray = _check_gray(gray)
     img_h, img_w = gray.shape
@@ -406,19 +427,42 @@ def scan_paper(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.25, s
     if not scales:
         return Candidates(np.zeros((0, 4), np.int64), np.zeros(0), np.zeros(0, bool))
     evaluator = WindowEvaluator(cascade, img_w + 1, corners=np.stack(corners), weights=np.stack(weights))
-    gid, i, j, scores, passed = _run(evaluator, table, grids, skip_rule=False, last_stage=last_stage)
+    gid, i, j, scores, passed = _run(evaluator, table, grids, False, last_stage, _threads(threads))
     return Candidates(_window_rects(grids, gid, i, j), scores, passed)
 
 
 # --------------------------------------------------------------------------- grouping
-def _similar(a: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
-    """OpenCV's SimilarRects: all four edges within eps * mean(min width, min height)."""
-    delta = eps * (np.minimum(a[:, None, 2], b[None, :, 2]) + np.minimum(a[:, None, 3], b[None, :, 3])) * 0.5
-    close = np.abs(a[:, None, 0] - b[None, :, 0]) <= delta
-    close &= np.abs(a[:, None, 1] - b[None, :, 1]) <= delta
-    close &= np.abs(a[:, None, 0] + a[:, None, 2] - b[None, :, 0] - b[None, :, 2]) <= delta
-    close &= np.abs(a[:, None, 1] + a[:, None, 3] - b[None, :, 1] - b[None, :, 3]) <= delta
-    return close
+def _similar_pairs(a: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    """OpenCV's SimilarRects for aligned rows of (x, y, w, h): all four edges within
+    ``eps * (min width + min height) / 2``."""
+    delta = eps * (np.minimum(a[:, 2], b[:, 2]) + np.minimum(a[:, 3], b[:, 3])) * 0.5
+    return ((np.abs(a[:, 0] - b[:, 0]) <= delta) & (np.abs(a[:, 1] - b[:, 1]) <= delta)
+            & (np.abs(a[:, 0] + a[:, 2] - b[:, 0] - b[:, 2]) <= delta)
+            & (np.abs(a[:, 1] + a[:, 3] - b[:, 1] - b[:, 3]) <= delta))
+
+
+def _similar_edges(rects: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs of similar rects, without testing all n^2 pairs.
+
+    Similar rects have all four edges within ``delta <= eps * (w + h) / 2`` and sizes ``w + h``
+    within a factor ``1 + 2 eps``; so rects are banded by size (bands wider than that factor)
+    and, in each pair of neighbouring bands, a k-d tree lists the pairs whose four edges are all
+    within the band's largest delta; the exact test then keeps the similar ones.
+    """
+    from scipy.spatial import cKDTree
+
+    size = (rects[:, 2] + rects[:, 3]).astype(np.float64)
+    band = np.floor(np.log(np.maximum(size, 1)) / np.log(1.02 + 2 * eps)).astype(np.int64)
+    edges = np.c_[rects[:, :2], rects[:, :2] + rects[:, 2:]].astype(np.float64)
+    found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for b in np.unique(band):
+        sel = np.flatnonzero((band == b) | (band == b + 1))
+        radius = eps * size[sel].max() * 0.5
+        pairs = cKDTree(edges[sel]).query_pairs(radius, p=np.inf, output_type="ndarray")
+        i, j = sel[pairs[:, 0]], sel[pairs[:, 1]]
+        keep = _similar_pairs(rects[i], rects[j], eps)
+        found_i.append(i[keep]), found_j.append(j[keep])
+    return np.concatenate(found_i), np.concatenate(found_j)
 
 
 def group_rectangles(rects: np.ndarray, group_threshold: int, eps: float = GROUP_EPS) -> tuple[np.ndarray, np.ndarray]:
@@ -435,11 +479,7 @@ def group_rectangles(rects: np.ndarray, group_threshold: int, eps: float = GROUP
     n = len(rects)
     if group_threshold <= 0 or n == 0:
         return rects.copy(), np.ones(n, np.int64)
-    pairs_i, pairs_j = [], []
-    for s in range(0, n, 1024):   # the similarity relation, in blocks of rows
-        bi, bj = np.nonzero(_similar(rects[s:s + 1024], rects, eps))
-        pairs_i.append(bi + s), pairs_j.append(bj)
-    i, j = np.concatenate(pairs_i), np.concatenate(pairs_j)
+    i, j = _similar_edges(rects, eps)
     _, labels = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)), directed=False)
     _, first = np.unique(labels, return_index=True)          # number clusters by first member, as OpenCV
     rank = np.empty(len(first), np.int64)
@@ -449,18 +489,18 @@ def group_rectangles(rects: np.ndarray, group_threshold: int, eps: float = GROUP
     sums = np.stack([np.bincount(labels, rects[:, k]) for k in range(4)], 1)
     inv = (np.float32(1) / count.astype(np.float32))[:, None]
     avg = np.rint(sums.astype(np.float32) * inv).astype(np.int64)
-    big = count > group_threshold
-    dx = np.rint(avg[:, 2] * eps).astype(np.int64)
-    dy = np.rint(avg[:, 3] * eps).astype(np.int64)
-    # inside[i, j]: cluster i lies inside cluster j grown by (dx_j, dy_j)
-    inside = (avg[:, None, 0] >= avg[None, :, 0] - dx[None]) & (avg[:, None, 1] >= avg[None, :, 1] - dy[None])
-    inside &= avg[:, None, 0] + avg[:, None, 2] <= avg[None, :, 0] + avg[None, :, 2] + dx[None]
-    inside &= avg[:, None, 1] + avg[:, None, 3] <= avg[None, :, 1] + avg[None, :, 3] + dy[None]
-    stronger = (count[None, :] > np.maximum(3, count[:, None])) | (count[:, None] < 3)
+    big = np.flatnonzero(count > group_threshold)
+    a, n_a = avg[big], count[big]
+    dx = np.rint(a[:, 2] * eps).astype(np.int64)
+    dy = np.rint(a[:, 3] * eps).astype(np.int64)
+    # inside[i, j]: big cluster i lies inside big cluster j grown by (dx_j, dy_j)
+    inside = (a[:, None, 0] >= a[None, :, 0] - dx[None]) & (a[:, None, 1] >= a[None, :, 1] - dy[None])
+    inside &= a[:, None, 0] + a[:, None, 2] <= a[None, :, 0] + a[None, :, 2] + dx[None]
+    inside &= a[:, None, 1] + a[:, None, 3] <= a[None, :, 1] + a[None, :, 3] + dy[None]
+    stronger = (n_a[None, :] > np.maximum(3, n_a[:, None])) | (n_a[:, None] < 3)
     np.fill_diagonal(inside, False)
-    swallowed = (inside & stronger & big[None, :]).any(1)
-    keep = big & ~swallowed
-    return avg[keep], count[keep]
+    keep = ~(inside & stronger).any(1)
+    return a[keep], n_a[keep]
 
 
 # --------------------------------------------------------------------------- public entry point
@@ -485,7 +525,7 @@ def clip_rects(rects: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarr
 
 def detect(cascade: Cascade, gray: np.ndarray, mode: str = "opencv", scale_factor: float | None = None,
            min_neighbors: int = 3, min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-           step: float = 1.5) -> Detections:
+           step: float = 1.5, threads: int | None = None) -> Detections:
     """Detect objects in a uint8 grey image.
 
     Args:
@@ -497,11 +537,12 @@ def detect(cascade: Cascade, gray: np.ndarray, mode: str = "opencv", scale_facto
         min_neighbors: a detection must merge more than this many windows.
         min_size, max_size: bounds on the window size (0: none).
         step: paper mode only, window step at scale 1 (it grows with the scale).
+        threads: threads to scan with (default: one per core, as OpenCV).
     """
     if mode == "opencv":
-        cands = scan_opencv(cascade, gray, scale_factor or 1.1, min_size, max_size)
+        cands = scan_opencv(cascade, gray, scale_factor or 1.1, min_size, max_size, threads=threads)
     elif mode == "paper":
-        cands = scan_paper(cascade, gray, scale_factor or 1.25, step, min_size, max_size)
+        cands = scan_paper(cascade, gray, scale_factor or 1.25, step, min_size, max_size, threads=threads)
     else:
         raise ValueError(f"mode must be 'opencv' or 'paper', got {mode!r}")
     return group_candidates(cands.rects, min_neighbors, (gray.shape[1], gray.shape[0]))

@@ -83,14 +83,14 @@ def roc_points(raw: Sequence[RawScan], scenes: Sequence[Scene], min_neighbors: i
     return rates, fps
 
 
-def roc_thresholds(raw: Sequence[RawScan], own: float, n: int = 24) -> np.ndarray:
+def roc_thresholds(raw: Sequence[RawScan], own: float, n: int = 16) -> np.ndarray:
     """Last-stage thresholds to sweep: quantiles of the sums the scans saw, and the cascade's own."""
     sums = np.concatenate([s for _, s in raw] or [np.zeros(0)])
     return np.unique(np.r_[np.quantile(sums, np.linspace(0, 1, n)) if len(sums) else [], own])
 
 
 def evaluate_vislab(name: str, cascade: Cascade, scenes: Sequence[Scene], scale_factor: float,
-                    min_neighbors: int) -> DetectorReport:
+                    min_neighbors: int, roc_size: int = 16) -> DetectorReport:
     """vislab's OpenCV-compatible detector; its ROC moves the cascade's last stage threshold
     through every sum its scans saw (below the cascade's own threshold too)."""
     raw, boxes, scores, seconds = [], [], [], 0.0
@@ -103,7 +103,7 @@ def evaluate_vislab(name: str, cascade: Cascade, scenes: Sequence[Scene], scale_
         raw.append((cands.rects, cands.scores))
         boxes.append(b), scores.append(neighbors[kept].astype(np.float64))
     precision, recall, ap, _, _ = precision_recall_ap(boxes, scores, scenes)
-    thresholds = roc_thresholds(raw, float(cascade.stage_thresholds[-1]))
+    thresholds = roc_thresholds(raw, float(cascade.stage_thresholds[-1]), roc_size)
     rates, fps = roc_points(raw, scenes, min_neighbors, thresholds)
     return DetectorReport(name, precision, recall, ap, sum(len(b) for b in boxes), seconds / max(len(scenes), 1),
                           thresholds.tolist(), rates, fps)
@@ -147,15 +147,17 @@ def evaluate_opencv(name: str, xml_path: str, scenes: Sequence[Scene], scale_fac
 
 
 def compare(ours: Cascade, ours_xml, theirs_path, theirs: Cascade, scenes: Sequence[Scene],
-            scale_factor: float, min_neighbors: int) -> list[DetectorReport]:
+            scale_factor: float, min_neighbors: int, roc_size: int = 16) -> list[DetectorReport]:
     """The comparison table of ``vislab vj eval``: vislab's cascade and OpenCV's, each run by
     vislab's detector and by OpenCV (vislab's through its exported XML, when given)."""
     name = Path(theirs_path).stem.removeprefix("haarcascade_")
-    reports = [evaluate_vislab("vislab cascade, vislab detector", ours, scenes, scale_factor, min_neighbors)]
+    reports = [evaluate_vislab("vislab cascade, vislab detector", ours, scenes, scale_factor, min_neighbors,
+                               roc_size)]
     if ours_xml is not None:
         reports.append(evaluate_opencv("vislab cascade, OpenCV detector", str(ours_xml), scenes, scale_factor,
                                        min_neighbors, reports[0].roc_thresholds, float(ours.stage_thresholds[-1])))
-    reports.append(evaluate_vislab(f"OpenCV {name}, vislab detector", theirs, scenes, scale_factor, min_neighbors))
+    reports.append(evaluate_vislab(f"OpenCV {name}, vislab detector", theirs, scenes, scale_factor, min_neighbors,
+                                   roc_size))
     reports.append(evaluate_opencv(f"OpenCV {name}, OpenCV detector", str(theirs_path), scenes, scale_factor,
                                    min_neighbors, reports[-1].roc_thresholds, float(theirs.stage_thresholds[-1])))
     return reports

@@ -12,9 +12,11 @@ false-positive rate ``prod(f_i)`` reaches the target, or when no negative is lef
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +26,10 @@ from vislab.classic.viola_jones.data import augment_faces, lfw_faces, lfw_nonfac
 from vislab.classic.viola_jones.detect import resize_linear_exact, scan_opencv_windows
 from vislab.classic.viola_jones.haar import (SHAPES, HaarFeatures, feature_values, haar_features,
                                              pool_value_blocks, window_normalisation)
+
+
+CASCADE_FILE = "checkpoints/cascade.npz"
+XML_FILE = "checkpoints/cascade.xml"
 
 
 @dataclass
@@ -55,13 +61,13 @@ class TrainConfig:
     false_positive_rate: float = 0.5
     target_false_positive_rate: float = 1e-6
     max_weak: int = 200
-    positives_per_face: int = 15
+    positives_per_face: int = 10
     validation_per_face: int = 10
-    negatives: int = 1000
-    validation_negatives: int = 500
+    negatives: int = 800
+    validation_negatives: int = 400
     features: int = 0
     shapes: tuple[str, ...] = SHAPES
-    generated_negatives: int = 30
+    generated_negatives: int = 60
     scan_scale_factor: float = 1.2
     seed: int = 0
 
@@ -252,3 +258,33 @@ def train_cascade(cfg: TrainConfig, log: Callable[[dict], None] | None = None,
             break
     _, final_rate = sampler.sample(cascade, 1, rng)
     return TrainResult(cascade, stats, reason, final_rate, time.perf_counter() - t_start)
+
+
+def train_into_run(run: str | Path, cfg: TrainConfig, verbose: bool = False) -> TrainResult:
+    """Train a cascade into a run directory: ``config.yaml``, ``metrics.jsonl`` (one row per
+    stage), ``checkpoints/cascade.npz``, its OpenCV XML export and ``train.json``."""
+    import yaml
+
+    from vislab.classic.viola_jones.opencv_xml import save_opencv_cascade
+    from vislab.engine.checkpoint import atomic_write_text
+
+    run = Path(run)
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "metrics.jsonl").unlink(missing_ok=True)
+    atomic_write_text(str(run / "config.yaml"), yaml.safe_dump({"task": "viola_jones", **asdict(cfg)}, sort_keys=False))
+
+    def log(row: dict) -> None:
+        if row["event"] != "stage":
+            return
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if verbose:
+            print(f"stage {row['stage']:2d}: {row['n_features']:3d} features  d={row['detection_rate']:.3f}  "
+                  f"f={row['false_positive_rate']:.3f}  F~{row['estimated_false_positive_rate']:.1e}  "
+                  f"({row['seconds']:.0f} s)", flush=True)
+
+    result = train_cascade(cfg, log)
+    result.cascade.save(run / CASCADE_FILE)
+    save_opencv_cascade(result.cascade, run / XML_FILE)
+    atomic_write_text(str(run / "train.json"), json.dumps(result.as_dict(), indent=2))
+    return result

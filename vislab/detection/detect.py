@@ -1,0 +1,184 @@
+"""Trained runs as detectors (what ``vislab detect`` runs): load a localisation run or a
+sliding-window classifier run, find the objects of an image, draw them, and evaluate on the
+run's test scenes with COCO's numbers (and, for sliding windows, the time of the explicit and
+of the convolutionalised window scoring)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vislab.detection.sliding_window import BACKGROUND, PyramidConfig, SlidingWindowDetector, select
+from vislab.errors import UserError
+
+
+@dataclass
+class Detector:
+    """``detect(image)`` takes an image ``(3, H, W)`` in ``[0, 1]`` and gives ``boxes``,
+    ``scores`` and ``labels`` (indices into ``classes``, the object classes)."""
+    kind: str                                   # 'localization' or 'sliding_window'
+    classes: list[str]
+    detect: Callable[[Tensor], dict[str, Tensor]]
+
+
+def load_detector(run_dir: str, device: str = "auto", pyramid: PyramidConfig = PyramidConfig(),
+                  conv: bool = False, score_thr: float = 0.5, nms_iou: float = 0.3) -> Detector:
+    """The detector of a run: its localiser (one box per image), or its window classifier run
+    over the pyramid (a ``classification`` run on ``scene_patches``)."""
+    from vislab.engine.run import load_run_model
+    from vislab.engine.trainer import resolve_device
+    dev = resolve_device(device)
+    model, stats, cfg = load_run_model(run_dir, dev)
+    if cfg.task == "localization":
+        from vislab.detection.localization import decode_boxes, predict
+        mean = torch.tensor(stats["mean"], device=dev).view(-1, 1, 1)
+        std = torch.tensor(stats["std"], device=dev).view(-1, 1, 1)
+
+        def localise(image: Tensor) -> dict[str, Tensor]:
+            x = F.interpolate(image[None].to(dev), size=tuple(stats["image_size"]), mode="bilinear",
+                              align_corners=False, antialias=True)
+            logits, boxes = predict(model, [(x - mean) / std])
+            probs = torch.softmax(logits, 1)
+            return {"boxes": decode_boxes(boxes, tuple(image.shape[-2:])), "scores": probs.max(1).values,
+                    "labels": probs.argmax(1)}
+        return Detector("localization", list(stats["classes"]), localise)
+    classes = list(stats["classes"])
+    if classes[-1:] != [BACKGROUND] or stats.get("in_chans") != 3:
+        raise UserError(f"{run_dir} is a {cfg.task} run on {stats.get('dataset')!r}: `vislab detect` needs a "
+                        "localization run or a classifier trained on scene_patches (configs/sliding_window.yaml)")
+    windows = SlidingWindowDetector(model, stats["mean"], stats["std"], classes, pyramid, conv)
+    return Detector("sliding_window", classes[:-1],
+                    lambda image: windows(image, score_thr=score_thr, nms_iou=nms_iou))
+
+
+def read_image(path: str) -> Tensor:
+    """An image file as RGB ``(3, H, W)`` float in ``[0, 1]``."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise UserError(f"image {path} does not exist; check the path") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"cannot read image {path} ({e}); give a PNG or JPEG file") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
+
+
+def draw_detections(image: Tensor, det: dict[str, Tensor], classes: Sequence[str], path: str,
+                    min_side: int = 480) -> str:
+    """Draw boxes with "label score" on the image (enlarged, pixels kept sharp, until its longer
+    side reaches ``min_side``) and write a PNG atomically."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    from vislab.engine.checkpoint import atomic_write_bytes
+    H, W = image.shape[-2:]
+    zoom = max(1, math.ceil(min_side / max(H, W)))
+    arr = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    im = Image.fromarray(arr).resize((W * zoom, H * zoom), Image.NEAREST)
+    draw = ImageDraw.Draw(im)
+    palette = colormaps["tab10"]
+    for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+        colour = tuple(int(255 * c) for c in palette(label % 10)[:3])
+        x1, y1, x2, y2 = (v * zoom for v in box)
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=2)
+        text = f"{classes[label]} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((x1, y1), text)
+        ty = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1 + 2
+        draw.rectangle((x1, ty, x1 + right - left + 4, ty + bottom - top + 2), fill=colour)
+        draw.text((x1 + 2, ty - (top - y1)), text, fill=(0, 0, 0))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def coco_files(targets: Sequence[dict], dets: Sequence[dict], classes: Sequence[str],
+               size: tuple[int, int]) -> tuple[dict, list[dict]]:
+    """Ground truth (a COCO dict, images ``1..N``) and detections (COCO results) of a set of
+    ``size`` images, for ``vislab eval-detections`` and pycocotools."""
+    from vislab.detection.formats import DetectionSet, ImageAnnotations, dataset_to_coco
+    H, W = size
+    ds = DetectionSet(list(classes), [ImageAnnotations(f"{i:06d}.png", W, H, t["boxes"], t["labels"],
+                                                       area=t.get("area"), image_id=i + 1)
+                                      for i, t in enumerate(targets)])
+    results = [{"image_id": i + 1, "category_id": ds.category_ids[int(label)],
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
+               for i, d in enumerate(dets)
+               for (x1, y1, x2, y2), score, label in zip(d["boxes"].tolist(), d["scores"].tolist(),
+                                                         d["labels"].tolist())]
+    return dataset_to_coco(ds), results
+
+
+def evaluate_sliding_window(run_dir: str, num_scenes: int | None = None, time_scenes: int = 5,
+                            pyramid: PyramidConfig = PyramidConfig(), score_thr: float = 0.05,
+                            nms_iou: float = 0.3, device: str = "auto") -> tuple[dict, dict, list]:
+    """Detect on the first ``num_scenes`` test scenes of the run's scene folder (all: ``None``)
+    and report COCO's numbers; on the first ``time_scenes`` of them, score the windows both
+    explicitly and convolutionalised, timing each and checking that they agree.  Returns the
+    report, the ground truth (COCO) and the detections (COCO results)."""
+    from vislab.detection.scenes import load_scenes
+    from vislab.engine.run import load_run_model
+    from vislab.engine.trainer import resolve_device
+    from vislab.metrics.detection import evaluate_detections
+    dev = resolve_device(device)
+    model, stats, cfg = load_run_model(run_dir, dev)
+    classes = list(stats["classes"])
+    if classes[-1:] != [BACKGROUND]:
+        raise UserError(f"{run_dir} was not trained on scene_patches; train configs/sliding_window.yaml")
+    root = cfg.data.root
+    if not root or not os.path.exists(os.path.join(root, "test.json")):
+        raise UserError(f"the run's scene folder {root!r} has no test scenes; make them with "
+                        f"`vislab data make-scenes DIR --test N` and train with data.root=DIR")
+    scenes = load_scenes(root, "test")
+    n = len(scenes) if not num_scenes else min(num_scenes, len(scenes))
+    explicit = SlidingWindowDetector(model, stats["mean"], stats["std"], classes, pyramid, conv=False)
+    fast = (SlidingWindowDetector(model, stats["mean"], stats["std"], classes, pyramid, conv=True)
+            if hasattr(model, "as_sequential") else explicit)
+    size = tuple(scenes.images.shape[-2:])
+    dets, times, windows, diff = [], {"explicit": 0.0, "conv": 0.0}, 0, 0.0
+    for i in range(n):
+        image = scenes[i][0]
+        if i < time_scenes and fast is not explicit:
+            t0 = time.perf_counter()
+            boxes, ref = explicit.candidates(image)
+            t1 = time.perf_counter()
+            boxes2, probs = fast.candidates(image)
+            times["explicit"] += t1 - t0
+            times["conv"] += time.perf_counter() - t1
+            assert torch.equal(boxes, boxes2), "the two paths scored different windows"
+            windows += len(boxes)
+            diff = max(diff, float((ref - probs).abs().max())) if len(probs) else diff
+        else:
+            boxes, probs = fast.candidates(image)
+        dets.append(select(boxes, probs, size, score_thr, nms_iou))
+    targets = [scenes.targets[i] for i in range(n)]
+    ev = evaluate_detections(dets, targets, classes[:-1])
+    timed = min(time_scenes, n) if fast is not explicit else 0
+    report = {"task": "sliding_window", "run_dir": run_dir, "model": cfg.model.name, "scenes": root,
+              "num_images": n, "num_objects": sum(len(t["labels"]) for t in targets),
+              "score_thr": score_thr, "nms_iou": nms_iou,
+              "pyramid": {"window": pyramid.window, "margin": pyramid.margin, "stride": pyramid.stride,
+                          "scales": list(pyramid.scales), "ratios": list(pyramid.ratios)},
+              "coco": ev.as_dict(), "per_category": ev.per_category()}
+    lines = [f"{n} test scenes of {root}, {report['num_objects']} objects", ev.summary()]
+    if timed:
+        t_exp, t_conv = times["explicit"] / timed, times["conv"] / timed
+        report["timing"] = {"scenes": timed, "windows_per_image": windows / timed,
+                            "explicit_s_per_image": t_exp, "conv_s_per_image": t_conv,
+                            "speedup": t_exp / t_conv, "max_prob_difference": diff}
+        lines.append(f"window scoring on {timed} scenes ({windows / timed:.0f} windows each): explicit "
+                     f"{t_exp * 1000:.0f} ms/image, convolutionalised {t_conv * 1000:.0f} ms/image "
+                     f"({t_exp / t_conv:.1f}x); largest probability difference {diff:.1e}")
+    report["summary"] = "\n".join(lines)
+    gt, results = coco_files(targets, dets, classes[:-1], size)
+    return report, gt, results
