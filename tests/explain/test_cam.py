@@ -107,7 +107,7 @@ def test_augmented_grad_cam_recovers_detail_below_the_layer_stride():
                          ((xx % 8 < 3) & (yy > 6) & (yy < 26)).float()])           # thin bars
     x = F.avg_pool2d(truth[:, None], 3, 1, 1)                                   # softened edges
     plain = normalize(upsample(grad_cam(net, x, 0, "pool"), (32, 32)))
-    aug = augmented_grad_cam(net, x, 0, "pool", n_aug=12, steps=150)
+    aug = augmented_grad_cam(net, x, 0, "pool", n_aug=12, tv_weight=0.005, steps=150)
     assert aug.shape == (2, 32, 32) and aug.min() >= 0
     err = lambda m: (normalize(m) - x[:, 0]).pow(2).mean((1, 2)).sqrt()   # noqa: E731
     assert (err(aug) < 0.6 * err(plain)).all(), (err(aug), err(plain))

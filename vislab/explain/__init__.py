@@ -3,19 +3,29 @@ activation maximisation, CAM / Grad-CAM / Grad-CAM++ / Augmented Grad-CAM, gradi
 SmoothGrad, weakly supervised localisation, and the latent space (embeddings, retrieval, t-SNE
 and PCA maps).  Every function takes any ``nn.Module`` (a layer by name) and leaves no hooks,
 gradients or mode changes behind.  :func:`explain` runs a method on a trained run.
+
+The names below are imported on first use, so that ``vislab --help`` (which imports
+``vislab.explain.cli``) does not load torch for them.
 """
 
-from vislab.explain.activation_max import maximize_activation
-from vislab.explain.cam import augmented_grad_cam, class_activation_map, grad_cam, normalize, upsample
-from vislab.explain.filters import dead_filters, filter_images, first_conv
-from vislab.explain.latent import embed, nearest_neighbours, pca_2d, precision_at_k, tsne_2d
-from vislab.explain.localization import box_from_map, localize, place_on_canvas
-from vislab.explain.patches import receptive_field, top_patches
-from vislab.explain.run import METHODS, Options, explain
-from vislab.explain.saliency import input_gradient, saliency_map, smooth_grad
+import importlib
 
-__all__ = ["METHODS", "Options", "augmented_grad_cam", "box_from_map", "class_activation_map",
-           "dead_filters", "embed", "explain", "filter_images", "first_conv", "grad_cam",
-           "input_gradient", "localize", "maximize_activation", "nearest_neighbours", "normalize",
-           "pca_2d", "place_on_canvas", "precision_at_k", "receptive_field", "saliency_map",
-           "smooth_grad", "top_patches", "tsne_2d", "upsample"]
+_EXPORTS = {
+    "activation_max": ["maximize_activation"],
+    "cam": ["augmented_grad_cam", "class_activation_map", "class_maps", "grad_cam", "normalize", "upsample"],
+    "filters": ["dead_filters", "filter_images", "first_conv"],
+    "latent": ["embed", "nearest_neighbours", "pca_2d", "precision_at_k", "tsne_2d"],
+    "localization": ["box_from_map", "localize", "place_on_canvas"],
+    "patches": ["receptive_field", "top_patches"],
+    "run": ["METHODS", "Options", "explain"],
+    "saliency": ["input_gradient", "saliency_map", "smooth_grad"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"vislab.explain.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module 'vislab.explain' has no attribute {name!r}")

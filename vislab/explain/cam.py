@@ -166,6 +166,21 @@ def augmented_grad_cam(model: nn.Module, x: Tensor, target: Target = None, layer
     return (est.detach() * scale[0]).to(x.dtype)
 
 
+def class_maps(model: nn.Module, x: Tensor, target: Target = None, method: str = "cam",
+               layer: str | None = None) -> Tensor:
+    """The maps ``(B, H, W)`` of ``method`` ('cam', 'gradcam', 'gradcam++', 'augmented-gradcam')
+    at the images' resolution."""
+    if method == "cam":
+        maps = class_activation_map(model, x, target, layer)
+    elif method in ("gradcam", "gradcam++"):
+        maps = grad_cam(model, x, target, layer, plus_plus=method == "gradcam++")
+    elif method == "augmented-gradcam":
+        return augmented_grad_cam(model, x, target, layer)
+    else:
+        raise UserError(f"unknown map method {method!r}: use cam, gradcam, gradcam++ or augmented-gradcam")
+    return upsample(maps, x.shape[-2:])
+
+
 def upsample(maps: Tensor, size: Sequence[int]) -> Tensor:
     """``(B, h, w)`` maps to ``size`` ``(H, W)``, bilinear (pixel centres aligned as in
     ``F.interpolate(align_corners=False)``)."""
@@ -180,5 +195,5 @@ def normalize(maps: Tensor) -> Tensor:
     return (maps - lo[:, None, None]) / span[:, None, None]
 
 
-__all__ = ["affine_warps", "augmented_grad_cam", "class_activation_map", "grad_cam", "normalize",
-           "upsample", "warp"]
+__all__ = ["affine_warps", "augmented_grad_cam", "class_activation_map", "class_maps", "grad_cam",
+           "normalize", "upsample", "warp"]

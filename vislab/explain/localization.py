@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from vislab.detection.boxes import box_iou
 from vislab.errors import UserError
-from vislab.explain.cam import augmented_grad_cam, class_activation_map, grad_cam, upsample
+from vislab.explain.cam import class_maps
 from vislab.explain.hooks import inspecting
 
 
@@ -56,20 +56,6 @@ def box_from_map(heat: Tensor, threshold: float = 0.2) -> Tensor:
     largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
     ys, xs = np.nonzero(labels == largest)
     return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
-
-
-def class_maps(model: nn.Module, x: Tensor, target, method: str = "cam", layer: str | None = None) -> Tensor:
-    """The maps ``(B, H, W)`` of ``method`` ('cam', 'gradcam', 'gradcam++', 'augmented-gradcam')
-    at the images' resolution."""
-    if method == "cam":
-        maps = class_activation_map(model, x, target, layer)
-    elif method in ("gradcam", "gradcam++"):
-        maps = grad_cam(model, x, target, layer, plus_plus=method == "gradcam++")
-    elif method == "augmented-gradcam":
-        return augmented_grad_cam(model, x, target, layer)
-    else:
-        raise UserError(f"unknown map method {method!r}: use cam, gradcam, gradcam++ or augmented-gradcam")
-    return upsample(maps, x.shape[-2:])
 
 
 @dataclass
@@ -113,4 +99,4 @@ def localize(model: nn.Module, x: Tensor, boxes: Tensor, labels: Tensor, method:
     return Localization(pred_boxes, iou, torch.cat(correct), baseline)
 
 
-__all__ = ["Localization", "box_from_map", "class_maps", "localize", "place_on_canvas"]
+__all__ = ["Localization", "box_from_map", "localize", "place_on_canvas"]

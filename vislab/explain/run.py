@@ -174,9 +174,8 @@ def _describe(ctx: RunContext, names: list[str], labels: list[int | None], probs
 
 def _map_method(name: str) -> Callable[[RunContext, Options], Result]:
     def run(ctx: RunContext, opts: Options) -> Result:
-        from vislab.explain.cam import normalize, upsample
+        from vislab.explain.cam import class_maps, normalize, upsample
         from vislab.explain.hooks import class_targets, default_layer
-        from vislab.explain.localization import class_maps
         from vislab.explain.saliency import input_gradient, saliency_map, smooth_grad
         from vislab.report.plots import plot_heatmaps
         x, labels, names = ctx.images(opts.images)
@@ -315,8 +314,8 @@ def _maximize(ctx: RunContext, opts: Options) -> Result:
 
 @_method("localize", "CAM boxes on generated canvases (item at a known place), scored by IoU")
 def _localize(ctx: RunContext, opts: Options) -> Result:
-    from vislab.explain.localization import class_maps, localize, place_on_canvas
-    from vislab.explain.cam import normalize
+    from vislab.explain.cam import class_maps, normalize
+    from vislab.explain.localization import localize, place_on_canvas
     from vislab.report.plots import plot_heatmaps
     test = ctx.split("test")
     n = opts.limit or 500
