@@ -115,6 +115,10 @@ def _resume_config(run_dir: str, overrides: list[str]):
 def _evaluate(args: argparse.Namespace) -> int:
     from vislab.engine import run
     rep = run.evaluate(args.run_dir, tta=args.tta, device=args.device)
+    if "summary" in rep:          # tasks other than classification print their own summary
+        print(rep["summary"])
+        print(f"  written: {os.path.join(args.run_dir, 'eval.json')}")
+        return 0
     print(f"{rep['model']} on {rep['dataset']} test set ({rep['num_samples']} images"
           f"{', flip TTA' if rep['tta'] else ''}):")
     print(f"  top-1 {rep['top1']:.4f}   top-5 {rep['top5']:.4f}   loss {rep['loss']:.4f}   "

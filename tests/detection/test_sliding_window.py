@@ -185,5 +185,7 @@ def test_detect_mistakes(sw_run, run_cli, tmp_path):
     assert code == 2 and "does not exist" in err
     code, _, err = run_cli("detect", run, "--eval-scenes", "2", "--scales", "0")
     assert code == 2 and "positive" in err
-    code, _, err = run_cli("train", CONFIG, "--run-dir", tmp_path / "r", "--set", f"data.root={tmp_path}")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a scene folder")
+    code, _, err = run_cli("train", CONFIG, "--run-dir", tmp_path / "r", "--set", f"data.root={tmp_path / 'other'}")
     assert code == 2 and "make-scenes" in err

@@ -70,6 +70,8 @@ class DatasetInfo:
 
 
 _DATASETS: dict[str, DatasetInfo] = {}
+# Data sets that task packages register, imported on first use (keeps `import vislab.data` light).
+_PROVIDERS = {"scene_patches": "vislab.detection.sliding_window"}
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
@@ -80,10 +82,13 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 
 
 def list_datasets() -> list[str]:
-    return sorted(_DATASETS)
+    return sorted(set(_DATASETS) | set(_PROVIDERS))
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
+    if name not in _DATASETS and name in _PROVIDERS:
+        import importlib
+        importlib.import_module(_PROVIDERS[name])
     if name not in _DATASETS:
         raise UserError(f"unknown data set {name!r}: choose one of {', '.join(list_datasets())} "
                         "(`vislab data list`)")
@@ -329,5 +334,3 @@ def _content_sha256(path: str) -> str:
         raw = gzip.decompress(raw)
     return hashlib.sha256(raw).hexdigest()
 
-
-from vislab.detection import sliding_window  # noqa: E402,F401  (registers scene_patches and its window_cnn model)

@@ -165,6 +165,8 @@ def evaluate(run_dir: str, tta: bool = False, device: str = "auto") -> dict:
 def predict(run_dir: str, paths: list[str], device: str = "auto", topk: int = 1) -> list[dict]:
     """Class and probability for image files, converted like the training data (channels,
     size, normalisation)."""
+    if (task := config_from_run(run_dir).task) != "classification":
+        raise UserError(f"{run_dir} is a {task} run: use `vislab detect {run_dir} IMAGE` to see its boxes")
     dev = resolve_device(device)
     model, stats, _ = load_run_model(run_dir, dev)
     size = tuple(stats["image_size"])
@@ -184,6 +186,8 @@ def cross_validate(cfg: Config, folds: int, run_dir: str | None = None, progress
     of run ``run_dir/fold-k``; reports the best validation accuracy of each fold, mean and std."""
     if folds < 2:
         raise UserError(f"--folds must be at least 2, got {folds}")
+    if cfg.task != "classification":
+        raise UserError(f"--folds cross-validates classification recipes; this config's task is {cfg.task!r}")
     run_dir = run_dir or default_run_dir(cfg) + f"-cv{folds}"
     n = load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download).labels.shape[0]
     n = min(n, cfg.data.limit_train or n)

@@ -12,6 +12,7 @@ from vislab.models import nin  # noqa: F401  (nin)
 from vislab.models import resnet  # noqa: F401  (resnet*, resnext*, wide_resnet*, se_resnet*)
 from vislab.models import vgg  # noqa: F401  (vgg11..vgg19_bn)
 from vislab.models import vit  # noqa: F401  (vit_ti_16..vit_l_32)
+from vislab.models import window_cnn  # noqa: F401  (window_cnn: the sliding-window classifier)
 from vislab.models import wrn  # noqa: F401  (wrn_16_4..wrn_40_4)
 from vislab.models.base import Classifier
 from vislab.models.registry import create, create_model, list_models, model_family, register_model
