@@ -27,6 +27,7 @@ fashion-mnist:
 demo: install fashion-mnist
 	$(VENV)/bin/vislab train --run-dir $(RUN) --fresh
 	$(VENV)/bin/vislab evaluate $(RUN)
+	$(VENV)/bin/vislab report $(RUN)
 
 # The report test opens the page in headless Chromium (Debian's chromium and chromium-driver).
 test-deps:

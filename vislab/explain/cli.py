@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-# The method names, kept here so that `vislab --help` does not import torch.
-METHOD_NAMES = ("cam", "gradcam", "gradcam++", "augmented-gradcam", "saliency", "smoothgrad",
-                "mistakes", "filters", "patches", "maximize", "localize", "retrieval", "tsne", "pca")
+# The methods of vislab.explain.run.METHODS, described here so that `vislab --help` does not
+# import torch.
+METHOD_HELP = {
+    "cam": "class activation map (global average pooling + one linear layer)",
+    "gradcam": "Grad-CAM at --layer (default: the last stage)",
+    "gradcam++": "Grad-CAM++ at --layer",
+    "augmented-gradcam": "Grad-CAM super-resolved from the maps of 16 warped copies",
+    "saliency": "vanilla gradient saliency |dS/dx|",
+    "smoothgrad": "SmoothGrad: the gradient averaged over noisy copies",
+    "mistakes": "the most confident test mistakes, Grad-CAM of the predicted and the true class",
+    "filters": "first-layer filters, and dead filters per layer over the test set",
+    "patches": "top-k test patches (receptive-field crops) of --unit of --layer",
+    "maximize": "activation maximisation of each class (or of units of --layer)",
+    "localize": "boxes from CAMs on generated canvases, IoU against the known boxes",
+    "retrieval": "nearest training images of each --image in the latent space, precision@k",
+    "tsne": "t-SNE map of test-set embeddings, coloured by class",
+    "pca": "PCA map of test-set embeddings, coloured by class",
+}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -14,10 +29,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "explain", help="look inside a trained run: CAM, Grad-CAM, saliency, filters, retrieval...",
         description="Run one method on a trained run and write its image (and JSON figures) to "
                     "RUN_DIR/explain/. Images: test:N, train:N, test:N-M (of the run's data set) "
-                    "or image files.")
+                    "or image files.",
+        epilog="methods:\n" + "\n".join(f"  {k:18s} {v}" for k, v in METHOD_HELP.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
-    p.add_argument("--method", required=True, choices=METHOD_NAMES, metavar="METHOD",
-                   help=f"one of: {', '.join(METHOD_NAMES)}")
+    p.add_argument("--method", required=True, choices=tuple(METHOD_HELP), metavar="METHOD",
+                   help="one of the methods listed below")
     p.add_argument("--image", dest="images", action="append", metavar="IMAGE",
                    help="test:N, train:N, test:N-M or a file (repeatable; default test:0-3)")
     p.add_argument("--class", dest="target", metavar="C",

@@ -49,14 +49,16 @@ class RunContext:
     model's normalised inputs, uint8 images and displayable ``[0, 1]`` arrays."""
 
     def __init__(self, run_dir: str, device: str = "auto") -> None:
+        from vislab.config import config_from_run
         from vislab.engine.run import load_run_model
         from vislab.engine.trainer import resolve_device
+        task = config_from_run(run_dir).task
+        if task != "classification":
+            raise UserError(f"{run_dir} is a {task} run; the explanation methods and the report are "
+                            "for classification runs")
         self.run_dir = run_dir
         self.device = resolve_device(device)
         self.model, self.stats, self.cfg = load_run_model(run_dir, self.device)
-        task = getattr(self.cfg, "task", "classification")
-        if task != "classification":
-            raise UserError(f"{run_dir} is a {task} run; the explanation methods are for classifiers")
         self.classes: list[str] = list(self.stats["classes"])
         self.out_dir = os.path.join(run_dir, "explain")
         self._splits: dict = {}
@@ -149,12 +151,12 @@ def _index_range(text: str, n: int, spec: str) -> range:
 
 # ------------------------------------------------------------------------------ methods
 
-METHODS: dict[str, tuple[Callable[[RunContext, Options], Result], str]] = {}
+METHODS: dict[str, Callable[[RunContext, Options], Result]] = {}   # (the CLI describes each)
 
 
-def _method(name: str, help: str):
+def _method(name: str):
     def register(fn):
-        METHODS[name] = (fn, help)
+        METHODS[name] = fn
         return fn
     return register
 
@@ -197,16 +199,11 @@ def _map_method(name: str) -> Callable[[RunContext, Options], Result]:
     return run
 
 
-for _name, _help in [("cam", "class activation map (GAP + one linear layer)"),
-                     ("gradcam", "Grad-CAM at --layer (default: last stage)"),
-                     ("gradcam++", "Grad-CAM++ at --layer"),
-                     ("augmented-gradcam", "Grad-CAM super-resolved from 16 warped copies"),
-                     ("saliency", "vanilla gradient saliency |dS/dx|"),
-                     ("smoothgrad", "SmoothGrad: gradient averaged over noisy copies")]:
-    _method(_name, _help)(_map_method(_name))
+for _name in ("cam", "gradcam", "gradcam++", "augmented-gradcam", "saliency", "smoothgrad"):
+    _method(_name)(_map_method(_name))
 
 
-@_method("mistakes", "the test set's most confident mistakes with Grad-CAM of both classes")
+@_method("mistakes")
 def _mistakes(ctx: RunContext, opts: Options) -> Result:
     from vislab.explain.cam import grad_cam, normalize, upsample
     from vislab.report.plots import plot_heatmaps
@@ -229,7 +226,7 @@ def _mistakes(ctx: RunContext, opts: Options) -> Result:
     return Result("mistakes", [path], lines, {"mistakes": int(len(wrong)), "shown": worst.tolist()})
 
 
-@_method("filters", "first-layer filters as a grid, and dead filters per layer over the test set")
+@_method("filters")
 def _filters(ctx: RunContext, opts: Options) -> Result:
     from vislab.explain.filters import dead_filters, filter_images, first_conv
     from vislab.report.plots import plot_image_grid
@@ -254,7 +251,7 @@ def _filters(ctx: RunContext, opts: Options) -> Result:
     return Result("filters", [path, ctx.write_json("filters.json", data)], lines, data)
 
 
-@_method("patches", "top-k test patches of one unit of --layer (receptive-field crops)")
+@_method("patches")
 def _patches(ctx: RunContext, opts: Options) -> Result:
     from vislab.explain.patches import top_patches
     from vislab.report.plots import plot_image_grid
@@ -263,9 +260,7 @@ def _patches(ctx: RunContext, opts: Options) -> Result:
     x, y = ctx.sample("test", opts.limit or 2000)
     top = top_patches(ctx.model, x, layer, unit, opts.k, fill=ctx.black())
     titles = [f"test:{int(i)} {ctx.classes[int(y[i])]}\n{v:.2f}" for i, v in zip(top.indices, top.values)]
-    m = torch.tensor(ctx.stats["mean"]).view(1, -1, 1, 1)
-    s = torch.tensor(ctx.stats["std"]).view(1, -1, 1, 1)
-    shown = (top.patches * s + m).clamp(0, 1).numpy()
+    shown = ctx.to_display(top.patches)
     path = plot_image_grid(shown, titles, ctx.path(f"patches-{layer}-{unit}.png"), cols=min(8, len(shown)))
     size = tuple(top.patches.shape[-2:])
     lines = [f"unit {unit} of {layer}: receptive field {size[0]}x{size[1]} pixels; top {len(titles)} "
@@ -281,7 +276,7 @@ def _middle_stage(ctx: RunContext) -> str:
     return info[len(info) // 2]["module"]
 
 
-@_method("maximize", "activation maximisation of each class (or units of --layer)")
+@_method("maximize")
 def _maximize(ctx: RunContext, opts: Options) -> Result:
     from vislab.explain.activation_max import maximize_activation
     from vislab.explain.hooks import output_shapes
@@ -312,7 +307,7 @@ def _maximize(ctx: RunContext, opts: Options) -> Result:
     return Result("maximize", [path], lines)
 
 
-@_method("localize", "CAM boxes on generated canvases (item at a known place), scored by IoU")
+@_method("localize")
 def _localize(ctx: RunContext, opts: Options) -> Result:
     from vislab.explain.cam import class_maps, normalize
     from vislab.explain.localization import localize, place_on_canvas
@@ -334,7 +329,7 @@ def _localize(ctx: RunContext, opts: Options) -> Result:
     titles = [f"{ctx.classes[int(c)]}\nIoU {iou:.2f}" for c, iou in zip(labels[show], res.iou[show])]
     drawn = [[(b.numpy(), "lime"), (p.numpy(), "red")] for b, p in zip(torch.from_numpy(boxes[show]), res.boxes[show])]
     path = plot_heatmaps(ctx.to_display(x[show]), [maps.cpu().numpy()], titles,
-                         [f"{opts.map} (true box green, CAM box red)"], ctx.path("localize.png"), drawn)
+                         [f"{opts.map}\ntrue box green, map box red"], ctx.path("localize.png"), drawn)
     lines = [f"{n} test items on {size}x{size} canvases, {opts.map} of the true class, threshold "
              f"{opts.threshold}:",
              f"  mean IoU {summary['mean_iou']:.3f}   IoU>=0.5 {summary['gt_known_loc'] * 100:.1f}%   "
@@ -344,7 +339,7 @@ def _localize(ctx: RunContext, opts: Options) -> Result:
     return Result("localize", [path, ctx.write_json("localize.json", summary)], lines, summary)
 
 
-@_method("retrieval", "nearest training images of each --image in the latent space, precision@k")
+@_method("retrieval")
 def _retrieval(ctx: RunContext, opts: Options) -> Result:
     from vislab.explain.latent import embed, nearest_neighbours, precision_at_k
     from vislab.report.plots import plot_image_grid
@@ -383,8 +378,8 @@ def _map_2d(kind: str) -> Callable[[RunContext, Options], Result]:
     return run
 
 
-_method("tsne", "t-SNE map of test-set embeddings, coloured by class")(_map_2d("tsne"))
-_method("pca", "PCA map of test-set embeddings, coloured by class")(_map_2d("pca"))
+_method("tsne")(_map_2d("tsne"))
+_method("pca")(_map_2d("pca"))
 
 
 def explain(run_dir: str | RunContext, method: str, options: Options | None = None,
@@ -393,7 +388,7 @@ def explain(run_dir: str | RunContext, method: str, options: Options | None = No
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     ctx = run_dir if isinstance(run_dir, RunContext) else RunContext(run_dir, device)
-    return METHODS[method][0](ctx, options or Options())
+    return METHODS[method](ctx, options or Options())
 
 
 __all__ = ["METHODS", "Options", "Result", "RunContext", "explain"]

@@ -42,7 +42,7 @@ def _single_torch_thread():
 
 
 def default_workers() -> int:
-    """Threads for sorting and stump search (numpy releases the GIL in both)."""
+    """Threads that sort the feature blocks (numpy releases the GIL while sorting)."""
     return max(1, min(os.cpu_count() or 1, 8))
 
 

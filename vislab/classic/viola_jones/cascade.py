@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vislab.classic.viola_jones.haar import HaarFeatures
+from vislab.classic.viola_jones.haar import HaarFeatures, window_normalisation
+from vislab.classic.viola_jones.integral import integral_image, tilted_integral_image
 from vislab.errors import UserError
 
 FORMAT = "vislab-vj-cascade"
@@ -367,40 +368,35 @@ def evaluate_windows(cascade: Cascade, windows: np.ndarray, chunk: int = 65536) 
     """Run a cascade on a stack of (N, H, W) uint8 windows of the cascade's size.
 
     Returns ``(stages_passed, last_sum)``: how many stages each window passed (``n_stages``
-    means detected; flat windows, which OpenCV never classifies, pass none and get -1) and the
-    sum of the last stage it was evaluated on.
+    means detected; flat windows, which OpenCV never classifies, get -1) and the sum of the
+    last stage it was evaluated on.  The windows' integral tables are laid end to end in one
+    buffer, so each window is one flat origin for :class:`WindowEvaluator`.
     """
-    from vislab.classic.viola_jones.haar import window_normalisation
-    from vislab.classic.viola_jones.integral import integral_image
-
     windows = np.asarray(windows)
     n, h, w = windows.shape
     if (w, h) != tuple(cascade.window):
         raise ValueError(f"windows are {w}x{h}, the cascade needs {cascade.window[0]}x{cascade.window[1]}")
+    tilted = bool(cascade.features.tilted.any())
+    evaluator = WindowEvaluator(cascade, w + 1, h + 1 if tilted else 0)
     passed = np.zeros(n, np.int64)
     last = np.zeros(n)
     for start in range(0, n, chunk):
         part = windows[start:start + chunk]
         vnf, ok = window_normalisation(part)
-        tables = [integral_image(part)]
-        tilted_rows = 0
-        if cascade.features.tilted.any():
-            from vislab.classic.viola_jones.integral import tilted_integral_image
-            tables.append(np.stack([tilted_integral_image(x) for x in part]))
-            tilted_rows = h + 1
-        table = np.concatenate(tables, axis=1) if len(tables) > 1 else tables[0]   # (n, rows, w + 1)
-        ev = WindowEvaluator(cascade, w + 1, tilted_rows)
+        table = integral_image(part)                                     # (n, h + 1, w + 1)
+        if tilted:
+            table = np.concatenate([table, np.stack([tilted_integral_image(x) for x in part])], axis=1)
         flat_table = table.reshape(-1)
-        live = np.nonzero(ok)[0]
+        live = np.flatnonzero(ok)
         res_passed = np.where(ok, 0, -1)
         res_last = np.zeros(len(part))
         for stage in range(cascade.n_stages):
             if not len(live):
                 break
             base = live * table.shape[1] * table.shape[2]
-            sums = ev.stage_sums(stage, lambda f: ev.gather_values(flat_table, base, vnf[live], f))
+            sums = evaluator.stage_sums(stage, lambda f: evaluator.gather_values(flat_table, base, vnf[live], f))
             res_last[live] = sums
-            ok_stage = ev.passes(stage, sums)
+            ok_stage = evaluator.passes(stage, sums)
             res_passed[live[ok_stage]] += 1
             live = live[ok_stage]
         passed[start:start + chunk] = res_passed

@@ -18,20 +18,17 @@ on together, one ``numpy.take`` per rectangle corner and stage.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from vislab.classic.viola_jones.cascade import Cascade, WindowEvaluator, corner_offsets
+from vislab.classic.viola_jones.cascade import THRESHOLD_EPS, Cascade, WindowEvaluator, corner_offsets
 from vislab.classic.viola_jones.haar import HaarFeatures, inner_rect, normalisation
 from vislab.classic.viola_jones.integral import integral_image, squared_integral_image, tilted_integral_image
 
 GROUP_EPS = 0.2
 _DENSE_MIN_WINDOWS = 2048      # smaller grids go straight to the gathered path
 _DENSE_MIN_ALIVE = 0.25        # stay on the dense path while this fraction of a grid is alive
-_SPLIT_MIN = 16384             # gathered windows per thread, at least
 
 
 # --------------------------------------------------------------------------- image helpers
@@ -62,10 +59,15 @@ def resize_linear_exact(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return img.copy()
     x0, x1, a0, a1 = _linear_taps(img.shape[1], w)
     y0, y1, b0, b1 = _linear_taps(img.shape[0], h)
-    src = img.astype(np.int32)
-    rows = src[:, x0] * a0.astype(np.int32) + src[:, x1] * a1.astype(np.int32)      # 8 fractional bits
-    out = rows[y0] * b0[:, None].astype(np.int32) + rows[y1] * b1[:, None].astype(np.int32)
-    return ((out + (1 << 15)) >> 16).astype(np.uint8)
+    used, where = np.unique(np.r_[y0, y1], return_inverse=True)       # filter only the rows needed
+    src = img[used]
+    # row pass in 16 bits (255 * 256 fits), column pass in 32 bits
+    rows = np.take(src, x0, axis=1).astype(np.uint16) * a0.astype(np.uint16)
+    rows += np.take(src, x1, axis=1).astype(np.uint16) * a1.astype(np.uint16)
+    out = np.take(rows, where[:h], axis=0).astype(np.uint32) * b0[:, None].astype(np.uint32)
+    out += np.take(rows, where[h:], axis=0).astype(np.uint32) * b1[:, None].astype(np.uint32)
+    out += 1 << 15
+    return (out >> 16).astype(np.uint8)
 
 
 def rgb_to_gray(img: np.ndarray) -> np.ndarray:
@@ -97,7 +99,7 @@ class Candidates:
 
     def accepted(self, threshold: float | None = None) -> np.ndarray:
         """Rects that pass, or that pass with the last stage's threshold moved to ``threshold``."""
-        keep = self.passed if threshold is None else self.scores >= np.float32(threshold) - np.float32(1e-5)
+        keep = self.passed if threshold is None else self.scores >= np.float32(threshold) - THRESHOLD_EPS
         return self.rects[keep]
 
 
@@ -129,14 +131,12 @@ class _Grid:
     float_coords: bool       # OpenCV rounds x * scale in float32
 
 
-def _box_sums(table: np.ndarray, rect: tuple[int, int, int, int], step: int, shape: tuple[int, int],
-              row0: int = 0, col0: int = 0) -> np.ndarray:
-    """Sums of ``rect`` (window coordinates) at every grid window, by four strided slices."""
+def _box_sums(table: np.ndarray, rect: tuple[int, int, int, int], step: int, shape: tuple[int, int]) -> np.ndarray:
+    """Sums of ``rect`` (window coordinates) at every window of a grid, by four strided slices."""
     x, y, w, h = rect
     ny, nx = shape
 
     def view(r: int, c: int) -> np.ndarray:
-        r, c = row0 + r, col0 + c
         return table[r:r + (ny - 1) * step + 1:step, c:c + (nx - 1) * step + 1:step]
 
     return view(y + h, x + w) - view(y, x + w) - view(y + h, x) + view(y, x)
@@ -162,8 +162,9 @@ def _skip_mask(failed_first: np.ndarray) -> np.ndarray:
 
 
 def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip_rule: bool,
-         last_stage: bool, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Evaluate the cascade on every grid, on ``threads`` threads (numpy releases the GIL).
+         last_stage: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate the cascade on every grid: the first stages grid by grid on the dense path, then
+    the survivors of all grids together, stage by stage.
 
     Returns ``(grid, row, column, scores, passed)`` of the windows that pass (scores NaN) or,
     with ``last_stage``, of every window that reaches the last stage, with its sum.
@@ -210,22 +211,21 @@ def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip
     # windows that leave the dense path, by the stage they need next: (grid, row, column)
     waiting: list[list[tuple[np.ndarray, ...]]] = [[] for _ in range(n_stages + 1)]
     reached_last: list[tuple[np.ndarray, ...]] = []
-    with ThreadPoolExecutor(max(threads, 1)) as pool:
-        for stage, windows, last in pool.map(dense, range(len(grids))):
-            waiting[stage].append(windows)
-            if last is not None:
-                reached_last.append(last)
-        live = (empty, empty, empty)
-        for stage in range(n_stages):
-            live = join(live, waiting[stage])
-            if not len(live[0]):
-                continue
-            parts = np.array_split(np.arange(len(live[0])), max(1, min(threads, len(live[0]) // _SPLIT_MIN)))
-            sums = np.concatenate(list(pool.map(lambda p: gathered(stage, tuple(a[p] for a in live)), parts)))
-            ok = evaluator.passes(stage, sums)
-            if last_stage and stage == n_stages - 1:
-                reached_last.append((*live, sums))
-            live = tuple(a[ok] for a in live)
+    for g_idx in range(len(grids)):
+        stage, windows, last = dense(g_idx)
+        waiting[stage].append(windows)
+        if last is not None:
+            reached_last.append(last)
+    live = (empty, empty, empty)
+    for stage in range(n_stages):
+        live = join(live, waiting[stage])
+        if not len(live[0]):
+            continue
+        sums = gathered(stage, live)
+        ok = evaluator.passes(stage, sums)
+        if last_stage and stage == n_stages - 1:
+            reached_last.append((*live, sums))
+        live = tuple(a[ok] for a in live)
     gid, i, j = join(live, waiting[n_stages])
     if last_stage:
         gid, i, j = (np.concatenate([r[k] for r in reached_last] or [empty]).astype(np.int64) for k in range(3))
@@ -248,10 +248,6 @@ def _window_rects(grids: list[_Grid], gid: np.ndarray, i: np.ndarray, j: np.ndar
             y = np.rint(y.astype(np.float32) * sc).astype(np.int64)
         rects[sel] = np.stack([x, y, np.full_like(x, g.window[0]), np.full_like(x, g.window[1])], 1)
     return rects
-
-
-def _threads(threads: int | None) -> int:
-    return max(1, os.cpu_count() or 1) if threads is None else max(1, threads)
 
 
 # --------------------------------------------------------------------------- OpenCV's detector
@@ -317,15 +313,14 @@ def _opencv_grids(cascade: Cascade, gray: np.ndarray, scale_factor: float, min_s
 
 def scan_opencv(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
                 min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-                last_stage: bool = False, threads: int | None = None) -> Candidates:
+                last_stage: bool = False) -> Candidates:
     """All windows OpenCV's ``detectMultiScale`` accepts before grouping (its scan, bit for bit).
 
     With ``last_stage=True`` every window that reaches the last stage is returned with that
-    stage's sum, for ROC curves that move the last threshold.  ``threads``: default one per
-    core, as OpenCV.
+    stage's sum, for ROC curves that move the last threshold.
     """
     evaluator, table, grids, _ = _opencv_grids(cascade, gray, scale_factor, min_size, max_size)
-    gid, i, j, scores, passed = _run(evaluator, table, grids, True, last_stage, _threads(threads))
+    gid, i, j, scores, passed = _run(evaluator, table, grids, True, last_stage)
     return Candidates(_window_rects(grids, gid, i, j), scores, passed)
 
 
@@ -358,11 +353,10 @@ class WindowHits:
         return out
 
 
-def scan_opencv_windows(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
-                        threads: int | None = None) -> WindowHits:
+def scan_opencv_windows(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1) -> WindowHits:
     """The windows :func:`scan_opencv` accepts, as pixels the cascade saw (for hard negatives)."""
     evaluator, table, grids, images = _opencv_grids(cascade, gray, scale_factor, (0, 0), (0, 0))
-    gid, i, j, _, _ = _run(evaluator, table, grids, True, False, _threads(threads))
+    gid, i, j, _, _ = _run(evaluator, table, grids, True, False)
     return WindowHits(images, [g.step for g in grids], gid, i, j, int(sum(g.ok.sum() for g in grids)))
 
 
@@ -401,7 +395,7 @@ def paper_scales(image_size: tuple[int, int], window: tuple[int, int], scale_fac
 
 def scan_paper(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.25, step: float = 1.5,
                min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-               last_stage: bool = False, threads: int | None = None) -> Candidates:
+               last_stage: bool = False) -> Candidates:
     """Viola and Jones' scan: one integral image, features scaled, window step ``round(step * s)``."""
     gray = _check_gray(gray)
     img_h, img_w = gray.shape
@@ -427,7 +421,7 @@ def scan_paper(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.25, s
     if not scales:
         return Candidates(np.zeros((0, 4), np.int64), np.zeros(0), np.zeros(0, bool))
     evaluator = WindowEvaluator(cascade, img_w + 1, corners=np.stack(corners), weights=np.stack(weights))
-    gid, i, j, scores, passed = _run(evaluator, table, grids, False, last_stage, _threads(threads))
+    gid, i, j, scores, passed = _run(evaluator, table, grids, False, last_stage)
     return Candidates(_window_rects(grids, gid, i, j), scores, passed)
 
 
@@ -525,7 +519,7 @@ def clip_rects(rects: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarr
 
 def detect(cascade: Cascade, gray: np.ndarray, mode: str = "opencv", scale_factor: float | None = None,
            min_neighbors: int = 3, min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-           step: float = 1.5, threads: int | None = None) -> Detections:
+           step: float = 1.5) -> Detections:
     """Detect objects in a uint8 grey image.
 
     Args:
@@ -537,12 +531,11 @@ def detect(cascade: Cascade, gray: np.ndarray, mode: str = "opencv", scale_facto
         min_neighbors: a detection must merge more than this many windows.
         min_size, max_size: bounds on the window size (0: none).
         step: paper mode only, window step at scale 1 (it grows with the scale).
-        threads: threads to scan with (default: one per core, as OpenCV).
     """
     if mode == "opencv":
-        cands = scan_opencv(cascade, gray, scale_factor or 1.1, min_size, max_size, threads=threads)
+        cands = scan_opencv(cascade, gray, scale_factor or 1.1, min_size, max_size)
     elif mode == "paper":
-        cands = scan_paper(cascade, gray, scale_factor or 1.25, step, min_size, max_size, threads=threads)
+        cands = scan_paper(cascade, gray, scale_factor or 1.25, step, min_size, max_size)
     else:
         raise ValueError(f"mode must be 'opencv' or 'paper', got {mode!r}")
     return group_candidates(cands.rects, min_neighbors, (gray.shape[1], gray.shape[0]))

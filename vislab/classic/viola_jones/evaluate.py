@@ -164,14 +164,15 @@ def compare(ours: Cascade, ours_xml, theirs_path, theirs: Cascade, scenes: Seque
 
 
 def plot_roc(reports: Sequence[DetectorReport], path: str) -> str:
-    """Detection rate against false positives, one curve per detector."""
+    """Detection rate against false positives, one curve per detector, traced as the last
+    stage's threshold goes down (grouping can make the curve step back now and then)."""
     from vislab.report.plots import pyplot, save_figure
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in reports:
         pts = [(fp, d) for fp, d in zip(r.roc_false_positives, r.roc_detection_rate) if fp >= 0]
         if pts:
-            fp, d = zip(*sorted(pts))
+            fp, d = zip(*pts[::-1])
             ax.plot(fp, d, marker=".", label=r.name)
     ax.set(xlabel="false positives (all scenes)", ylabel="detection rate (IoU >= 0.5)", xscale="symlog",
            ylim=(0, 1.02), title="ROC: moving the last stage's threshold")

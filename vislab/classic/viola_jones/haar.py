@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vislab.classic.viola_jones.integral import integral_image, squared_integral_image, tilted_integral_image
+from vislab.classic.viola_jones.integral import integral_image, tilted_integral_image
 
 SHAPES = ("edge_x", "edge_y", "line_x", "line_y", "four")
 

@@ -28,18 +28,24 @@ def integral_image(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.ndim < 2:
         raise ValueError(f"integral_image needs an (..., H, W) array, got shape {img.shape}")
-    dtype = _sum_dtype(img)
-    out = np.zeros(img.shape[:-2] + (img.shape[-2] + 1, img.shape[-1] + 1), dtype=dtype)
-    np.cumsum(img, axis=-2, dtype=dtype, out=out[..., 1:, 1:])
-    np.cumsum(out[..., 1:, 1:], axis=-1, out=out[..., 1:, 1:])
-    return out
+    return _summed(img, squared=False)
 
 
 def squared_integral_image(img: np.ndarray) -> np.ndarray:
     """Summed-area table of ``img ** 2``: with :func:`integral_image` it gives any window's variance."""
-    img = np.asarray(img)
-    dtype = _sum_dtype(img)
-    return integral_image(img.astype(dtype) ** 2)
+    return _summed(np.asarray(img), squared=True)
+
+
+def _summed(img: np.ndarray, squared: bool) -> np.ndarray:
+    # widen first, then sum in place: numpy's cumsum is several times slower when it casts
+    out = np.zeros(img.shape[:-2] + (img.shape[-2] + 1, img.shape[-1] + 1), dtype=_sum_dtype(img))
+    inner = out[..., 1:, 1:]
+    inner[...] = img
+    if squared:
+        inner *= inner
+    np.cumsum(inner, axis=-2, out=inner)
+    np.cumsum(inner, axis=-1, out=inner)
+    return out
 
 
 def tilted_integral_image(img: np.ndarray) -> np.ndarray:

@@ -80,6 +80,8 @@ def load_opencv_cascade(name: str | os.PathLike) -> Cascade:
         if top.get("type_id") == "opencv-haar-classifier" or top.find("size") is not None:
             return _read_old(top)
         return _read_new(top)
+    except UserError:
+        raise
     except (ET.ParseError, ValueError, IndexError, StopIteration) as e:
         raise UserError(f"{path} is not an OpenCV Haar cascade ({e}); pass a haarcascade_*.xml file") from e
 

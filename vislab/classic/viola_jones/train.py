@@ -24,8 +24,8 @@ from vislab.classic.viola_jones.adaboost import AdaBoost, SortedFeatures
 from vislab.classic.viola_jones.cascade import THRESHOLD_EPS, Cascade, evaluate_windows
 from vislab.classic.viola_jones.data import augment_faces, lfw_faces, lfw_nonfaces, negative_images
 from vislab.classic.viola_jones.detect import resize_linear_exact, scan_opencv_windows
-from vislab.classic.viola_jones.haar import (SHAPES, HaarFeatures, feature_values, haar_features,
-                                             pool_value_blocks, window_normalisation)
+from vislab.classic.viola_jones.haar import (SHAPES, feature_values, haar_features, pool_value_blocks,
+                                             window_normalisation)
 
 
 CASCADE_FILE = "checkpoints/cascade.npz"
