@@ -63,7 +63,7 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 256
     eval_batch_size: int = 1024
     loss: str = "cross_entropy"          # cross_entropy | bce | mse
@@ -73,7 +73,7 @@ class TrainConfig:
     monitor: str = "val_top1"            # a validation metric of the task (e.g. val_top1, val_loss)
     ema_decay: float | None = None       # e.g. 0.999: evaluate an exponential moving average
     amp: bool = False                    # autocast (bf16 on CUDA); off by default on CPU
-    channels_last: bool = False
+    channels_last: bool = True       # faster convolutions on CPU (oneDNN) and CUDA
     aux_weight: float | None = None      # auxiliary-classifier loss weight (None: the model's own)
 
 
