@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 RUN ?= runs/demo
 
-.PHONY: demo test bench install fashion-mnist test-deps clean
+.PHONY: demo test install fashion-mnist test-deps clean
 
 install: $(VENV)/.installed
 
@@ -41,9 +41,6 @@ test-deps:
 
 test: install fashion-mnist test-deps
 	$(PY) -m pytest -n 2 -q
-
-bench: install fashion-mnist
-	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

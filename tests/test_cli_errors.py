@@ -3,13 +3,11 @@ and nothing already written is lost."""
 
 import gzip
 import os
-import shutil
 
 import numpy as np
 import pytest
 
 from vislab.data.idx import write_idx
-from tests.conftest import FMNIST_DIR
 
 
 def _one_line_error(result, *needles):

@@ -35,8 +35,6 @@ def test_train_evaluate_predict(run_cli, tmp_path):
     assert set(rep) >= {"top1", "top5", "per_class", "confusion"}
     assert 0 <= rep["top1"] <= rep["top5"] <= 1 and rep["num_samples"] == 360
     assert f"{rep['top1'] * 100:.2f}%" in out
-    # the numbers agree with scikit-learn on the model's own predictions
-    from sklearn.datasets import load_digits  # noqa: F401  (the test split is vislab's fixed one)
     assert sum(map(sum, rep["confusion"])) == 360
     code, _, _ = run_cli("evaluate", run, "--tta")
     assert code == 0 and json.load(open(run / "eval.json"))["tta"] is True
@@ -113,7 +111,6 @@ def test_cross_validation(run_cli, tmp_path):
     cv = json.load(open(tmp_path / "cv" / "cv.json"))
     assert len(cv["scores"]) == 3
     assert cv["mean"] == pytest.approx(np.mean(cv["scores"])) and cv["std"] == pytest.approx(np.std(cv["scores"], ddof=1))
-    # the folds partition the training set: validation sets are disjoint and cover it
     assert f"{cv['mean']:.4f} ± {cv['std']:.4f}" in out
 
 

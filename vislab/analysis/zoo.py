@@ -3,8 +3,6 @@ and as a MACs-vs-parameters plot."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -103,9 +101,8 @@ def _first_line(e: Exception) -> str:
 def zoo_plot(rows: Sequence[ZooRow], png_path: str) -> None:
     """MACs against parameters, log-log, one labelled point per model (rows without MACs are
     left out), saved to ``png_path`` (written to a temporary file, then renamed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vislab.report.plots import pyplot, save_figure
+    plt = pyplot()
 
     rows = [r for r in rows if r.macs]
     if not rows:
@@ -124,17 +121,6 @@ def zoo_plot(rows: Sequence[ZooRow], png_path: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(png_path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=130)
-        os.replace(tmp, png_path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
+    save_figure(fig, png_path)
 
 __all__ = ["ZooRow", "build_model", "zoo_plot", "zoo_table"]

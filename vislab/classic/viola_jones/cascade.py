@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from vislab.classic.viola_jones.haar import HaarFeatures, window_normalisation
 from vislab.classic.viola_jones.integral import integral_image, tilted_integral_image
+from vislab.engine.checkpoint import atomic_write_bytes
 from vislab.errors import UserError
 
 FORMAT = "vislab-vj-cascade"
@@ -126,15 +127,9 @@ class Cascade:
         meta = {"format": FORMAT, "version": VERSION, "window": list(self.window)}
         arrays = {name: getattr(self, name) for name in _ARRAYS}
         arrays.update(rects=self.features.rects, weights=self.features.weights, tilted=self.features.tilted)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+        atomic_write_bytes(str(path), buf.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Cascade":
