@@ -63,7 +63,7 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 256
     eval_batch_size: int = 1024
     loss: str = "cross_entropy"          # cross_entropy | bce | mse
