@@ -103,6 +103,8 @@ def _resume_config(run_dir: str, overrides: list[str]):
     validate(cfg)
     before, after = saved.to_dict(), cfg.to_dict()
     after["device"] = before["device"]
+    for sec in ("model", "data"):      # the saved kwargs are complete; repeating a subset is no change
+        after[sec]["kwargs"] = {**before[sec]["kwargs"], **after[sec]["kwargs"]}
     if before != after:
         changed = sorted(f"{sec}.{k}" if isinstance(v, dict) else sec
                          for sec, v in after.items() for k in (v if isinstance(v, dict) else [None])

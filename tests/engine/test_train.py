@@ -146,3 +146,22 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k in a["hooks"]["EMAHook"]:
         assert torch.equal(a["hooks"]["EMAHook"][k], b["hooks"]["EMAHook"][k]), k
+
+
+def test_run_records_every_model_default(run_cli, tmp_path, monkeypatch):
+    """A run still loads after a constructor default changes: config.yaml holds them all."""
+    import yaml
+
+    from vislab.engine.run import load_run_model
+    from vislab.models import simple
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", "--run-dir", run, "--set", "data.name=digits", "--set", "train.epochs=1",
+                           "--no-progress")
+    assert code == 0, err
+    kwargs = yaml.safe_load(open(run / "config.yaml"))["model"]["kwargs"]
+    assert kwargs["widths"] == list(simple.SmallCNN.__init__.__defaults__[2]) and "drop" in kwargs
+    model, _, _ = load_run_model(str(run))
+    monkeypatch.setattr(simple.small_cnn, "__defaults__", (10, 1, (8, 8, 8), 0.5))
+    again, _, _ = load_run_model(str(run))
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(model(x), again(x))

@@ -117,7 +117,9 @@ def build_model(cfg: Config, stats: dict) -> Localizer:
     kw = dict(cfg.model.kwargs)
     head = {k: kw.pop(k, v) for k, v in HEAD_KWARGS.items()}
     plain = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kwargs=kw))
-    return Localizer(build_classifier(plain, stats), stats["in_chans"], tuple(stats["image_size"]), **head)
+    backbone = build_classifier(plain, stats)
+    cfg.model.kwargs = {**plain.model.kwargs, **head}      # fully resolved, as classification does
+    return Localizer(backbone, stats["in_chans"], tuple(stats["image_size"]), **head)
 
 
 def loss_fn(cfg: Config, model: Localizer):

@@ -20,7 +20,7 @@ from vislab.engine.tasks import Task, register_task
 from vislab.engine.trainer import predict_logits, resolve_device, split_outputs
 from vislab.errors import UserError
 from vislab.models import create_model
-from vislab.models.registry import model_accepts
+from vislab.models.registry import default_kwargs, model_accepts
 
 
 @dataclass
@@ -51,13 +51,16 @@ def prepare_data(cfg: Config, device: torch.device, val_indices: np.ndarray | No
 
 def build_model(cfg: Config, stats: dict) -> torch.nn.Module:
     """The configured model, sized for the data (classes, channels; ``img_size`` and the
-    small-input stem when the model takes them)."""
-    kwargs = dict(cfg.model.kwargs)
+    small-input stem when the model takes them).  ``cfg.model.kwargs`` is completed with every
+    constructor default, so the saved ``config.yaml`` rebuilds this exact model even after a
+    default changes."""
     name = cfg.model.name
+    kwargs = dict(cfg.model.kwargs)
     if "img_size" not in kwargs and model_accepts(name, "img_size"):
         kwargs["img_size"] = stats["image_size"][0]
     if "small_input" not in kwargs and model_accepts(name, "small_input") and max(stats["image_size"]) <= 64:
         kwargs["small_input"] = True
+    cfg.model.kwargs = kwargs = {**default_kwargs(name), **kwargs}
     try:
         return create_model(name, num_classes=len(stats["classes"]), in_chans=stats["in_chans"], **kwargs)
     except TypeError as e:
