@@ -66,9 +66,7 @@ def bench_vislab(cfg: Config, steps: int, channels_last: bool) -> float:
         model = model.to(memory_format=torch.channels_last)
     trainer = Trainer(model, build_optimizer(model, cfg.optim), build_loss("cross_entropy", 0.1), loader, 1)
     model.train()
-    trainer._loss_sum = torch.zeros(())
-    trainer._correct = torch.zeros(())
-    trainer._count = 0
+    trainer.reset_running()
     it = iter(loader)
     for _ in range(5):                           # warm-up
         trainer.train_step(*next(it))

@@ -105,13 +105,23 @@ def _resume_config(run_dir: str, overrides: list[str]):
     after["device"] = before["device"]
     for sec in ("model", "data"):      # the saved kwargs are complete; repeating a subset is no change
         after[sec]["kwargs"] = {**before[sec]["kwargs"], **after[sec]["kwargs"]}
-    if before != after:
-        changed = sorted(f"{sec}.{k}" if isinstance(v, dict) else sec
-                         for sec, v in after.items() for k in (v if isinstance(v, dict) else [None])
-                         if (before[sec] if k is None else before[sec].get(k)) != (v if k is None else v[k]))
+    flat_before, flat_after = _flatten(before), _flatten(after)
+    changed = sorted(k for k in flat_after.keys() | flat_before.keys() if flat_before.get(k) != flat_after.get(k))
+    if changed:
         raise UserError(f"--resume continues the saved run; only the device may change, "
                         f"not {', '.join(changed)}: start a new run for other settings")
     return cfg
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -119,12 +119,12 @@ def _find_file(folder: str, stem: str) -> str:
     raise UserError(f"{stem}(.gz) is missing in {folder}; copy all four IDX files there")
 
 
-def _cifar_reader(name: str, archive: str, label_key: str, classes: tuple[str, ...]):
+def _cifar_reader(name: str, archive: str, extracted: str, label_key: str, classes: tuple[str, ...]):
+    """Reads the ``archive`` (.tar.gz) in the folder, or the folder ``extracted`` from it."""
     def read(folder: str, split: str) -> ArrayDataset:
         path = os.path.join(folder, archive)
         if not os.path.exists(path):
-            path = os.path.join(folder, archive.replace(".tar.gz", "").replace("-python", "-batches-py")
-                                if name == "cifar10" else archive.replace(".tar.gz", ""))
+            path = os.path.join(folder, extracted)
         x, y = read_cifar(path, split, label_key)
         return ArrayDataset(x, y, list(classes), f"{name}/{split}")
     return read
@@ -215,7 +215,7 @@ register_dataset(DatasetInfo(
     files=(RemoteFile("cifar-10-python.tar.gz",
                       "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                       "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),),
-    reader=_cifar_reader("cifar10", "cifar-10-python.tar.gz", "labels", _CIFAR10),
+    reader=_cifar_reader("cifar10", "cifar-10-python.tar.gz", "cifar-10-batches-py", "labels", _CIFAR10),
     description="CIFAR-10: 50k/10k 32x32 colour images, 10 classes (python pickles, read safely)"))
 
 register_dataset(DatasetInfo(
@@ -223,7 +223,7 @@ register_dataset(DatasetInfo(
     files=(RemoteFile("cifar-100-python.tar.gz",
                       "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                       "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"),),
-    reader=_cifar_reader("cifar100", "cifar-100-python.tar.gz", "fine_labels",
+    reader=_cifar_reader("cifar100", "cifar-100-python.tar.gz", "cifar-100-python", "fine_labels",
                          tuple(f"class_{i}" for i in range(100))),
     description="CIFAR-100: 50k/10k 32x32 colour images, 100 fine classes"))
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vislab.engine.checkpoint import atomic_write_text
 from vislab.errors import UserError
 
 BOUNDS_TOLERANCE = 1e-3          # pixels a box may stick out of its image (float noise), then clipped
@@ -276,7 +277,7 @@ def write_voc(ds: DetectionSet, folder: str | os.PathLike) -> None:
             for k, v in zip(("xmin", "ymin", "xmax", "ymax"), (box[0] + 1, box[1] + 1, box[2], box[3])):
                 ET.SubElement(bb, k).text = str(_num(v) if k in ("xmax", "ymax") else _exact(v))
         ET.indent(root)
-        _write(os.path.join(folder, _stem(im.file_name) + ".xml"), ET.tostring(root, encoding="unicode"))
+        atomic_write_text(os.path.join(folder, _stem(im.file_name) + ".xml"), ET.tostring(root, encoding="unicode"))
 
 
 # --------------------------------------------------------------------------- YOLO
@@ -351,14 +352,9 @@ def write_yolo(ds: DetectionSet, label_dir: str | os.PathLike) -> None:
         w, h = (b[:, 2] - b[:, 0]) / im.width, (b[:, 3] - b[:, 1]) / im.height
         lines = [f"{c} {x!r} {y!r} {ww!r} {hh!r}" for c, x, y, ww, hh in
                  zip(im.labels.tolist(), cx.tolist(), cy.tolist(), w.tolist(), h.tolist())]
-        _write(os.path.join(label_dir, _stem(im.file_name) + ".txt"), "".join(s + "\n" for s in lines))
-    _write(os.path.join(label_dir, "classes.txt"), "".join(c + "\n" for c in ds.categories))
+        atomic_write_text(os.path.join(label_dir, _stem(im.file_name) + ".txt"), "".join(s + "\n" for s in lines))
+    atomic_write_text(os.path.join(label_dir, "classes.txt"), "".join(c + "\n" for c in ds.categories))
 
 
 def _stem(file_name: str) -> str:
     return os.path.splitext(os.path.basename(file_name))[0]
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)

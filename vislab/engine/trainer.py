@@ -75,9 +75,7 @@ class Trainer:
     def run_epoch(self) -> None:
         self.model.train()
         self.epoch_metrics, self.improved = {}, False
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._correct = torch.zeros((), device=self.device)
-        self._count = 0
+        self.reset_running()
         self._call("before_epoch")
         for x, y in self.loader:
             self.train_step(x, y)
@@ -108,6 +106,12 @@ class Trainer:
             self._count += len(x)
         if self.step % 25 == 0:
             self._check_finite(float(self._loss_sum))
+
+    def reset_running(self) -> None:
+        """Start the epoch's running loss and accuracy afresh."""
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._correct = torch.zeros((), device=self.device)
+        self._count = 0
 
     def running(self) -> tuple[float, float | None]:
         """Mean training loss and accuracy (``None`` when not tracked) of the epoch so far."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from vislab.classic.viola_jones.cascade import Cascade
 from vislab.classic.viola_jones.haar import HaarFeatures
+from vislab.engine.checkpoint import atomic_write_text
 from vislab.errors import UserError
 
 
@@ -199,8 +200,4 @@ def save_opencv_cascade(cascade: Cascade, path: str | os.PathLike) -> None:
             ET.SubElement(rects, "_").text = f"{x} {y} {w} {h} {float(cascade.features.weights[f, k])!r}"
         ET.SubElement(node, "tilted").text = str(int(cascade.features.tilted[f]))
     ET.indent(root)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ET.ElementTree(root).write(tmp, encoding="unicode", xml_declaration=True)
-    os.replace(tmp, path)
+    atomic_write_text(os.fspath(path), ET.tostring(root, encoding="unicode", xml_declaration=True))
