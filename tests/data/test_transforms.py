@@ -65,3 +65,16 @@ def test_augment_is_reproducible():
     a = augment_batch(x, cfg, torch.Generator().manual_seed(5))
     b = augment_batch(x, cfg, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+def test_torch_dataset_adapter_feeds_a_dataloader():
+    import numpy as np
+    from torchvision.transforms import v2
+
+    from vislab.data.datasets import load_split
+    from vislab.data.loader import ArrayTorchDataset
+    data = load_split("digits", "test")
+    ds = ArrayTorchDataset(data, transform=v2.ToDtype(torch.float32, scale=True))
+    xb, yb = next(iter(torch.utils.data.DataLoader(ds, batch_size=16)))
+    assert torch.allclose(xb, torch.from_numpy(data.images[:16]).float() / 255, atol=1e-6)
+    assert yb.tolist() == data.labels[:16].tolist() and len(ds) == len(np.asarray(data.labels))
