@@ -39,7 +39,9 @@ test-deps:
 		echo "Chromium is missing: run 'sudo apt-get install chromium chromium-driver'" >&2; exit 2; \
 	fi
 
+# The layer contracts of pyproject.toml (docs/architecture.md), then the test suite.
 test: install fashion-mnist test-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 -q
 
 clean:

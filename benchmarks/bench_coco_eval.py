@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dets", type=int, default=100, help="detections per image")
     args = p.parse_args(argv)
     n_images = 300 if args.quick else args.images
-    from vislab.metrics.detection import coco_evaluate
+    from vislab.detection.formats import coco_evaluate
 
     gt, results = make_set(n_images, args.categories, args.dets)
     print(f"{n_images} images, {args.categories} categories, {len(gt['annotations'])} objects, "

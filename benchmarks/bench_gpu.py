@@ -14,14 +14,21 @@ import argparse
 import time
 
 import torch
+from vislab.engine.classification import (
+    build_model,
+    correct,
+    loss_fn,
+    prepare_data,
+    validate,
+)
 
 from vislab.config import load_config
 from vislab.data.datasets import load_split
 from vislab.data.loader import TensorLoader, to_tensor
-from vislab.engine.classification import build_model, correct, loss_fn, prepare_data, validate
 from vislab.engine.hooks import Hook, SchedulerHook
 from vislab.engine.optim import build_optimizer, build_scheduler
-from vislab.engine.trainer import Trainer, resolve_device
+from vislab.engine.trainer import Trainer
+from vislab.io import resolve_device
 
 RECIPE = ["model.kwargs={widths: [64, 128, 256], drop: 0.1}", "train.epochs=12", "train.batch_size=512",
           "optim.lr=0.4", "train.label_smoothing=0.1", "data.val_size=0.001",

@@ -37,7 +37,10 @@ def bench_detection(repeats: int, n_scenes: int) -> None:
 
     from vislab.classic.viola_jones.data import make_scenes
     from vislab.classic.viola_jones.detect import detect, rgb_to_gray
-    from vislab.classic.viola_jones.opencv_xml import load_opencv_cascade, resolve_cascade_path
+    from vislab.classic.viola_jones.opencv_xml import (
+        load_opencv_cascade,
+        resolve_cascade_path,
+    )
 
     path = resolve_cascade_path("frontalface_default")
     ours, theirs = load_opencv_cascade(path), cv2.CascadeClassifier(str(path))

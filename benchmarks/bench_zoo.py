@@ -42,9 +42,10 @@ ZOO = [("lenet5", {"small_input": True}),
 
 def train_zoo(train_images: int, epochs: int, test_images: int, batch_size: int,
               val_images: int) -> None:
+    from vislab.engine.run import load_run_model, train
+
     from vislab.data.datasets import load_split
     from vislab.data.loader import to_tensor
-    from vislab.engine.run import load_run_model, train
 
     test = load_split("fashion_mnist", "test")
     print(f"training: Fashion-MNIST, {train_images} images x {epochs} epochs, batch {batch_size}, "

@@ -17,8 +17,19 @@ from typing import Any
 
 import yaml
 
-from vislab.data.transforms import AugmentConfig
 from vislab.errors import UserError
+from vislab.io import atomic_write_text
+
+
+@dataclass
+class AugmentConfig:
+    """Which batch augmentations run during training (all off means none)."""
+    crop_pad: int = 0
+    flip: bool = False
+    erase: float = 0.0          # probability of random erasing
+    brightness: float = 0.0
+    contrast: float = 0.0
+    mixup: float = 0.0          # Beta(alpha, alpha); 0 disables
 
 
 @dataclass
@@ -109,10 +120,35 @@ def _plain(d: Any) -> Any:
     return d
 
 
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+
+
+def list_recipes() -> list[str]:
+    """The named recipes shipped in the package (``vislab train NAME``)."""
+    return sorted(f[:-5] for f in os.listdir(RECIPES_DIR) if f.endswith(".yaml"))
+
+
+def recipe_path(spec: str) -> str:
+    """A recipe given by name (``quick``) or by path (``my/recipe.yaml``) -> its file.  A path
+    that exists wins over a name; an unknown name lists the known ones."""
+    if os.path.isfile(spec):
+        return spec
+    if spec in list_recipes():
+        return os.path.join(RECIPES_DIR, f"{spec}.yaml")
+    if os.sep in spec or spec.endswith((".yaml", ".yml")):
+        raise UserError(f"config file {spec} does not exist; check the path, or name a recipe: "
+                        f"{', '.join(list_recipes())}")
+    close = difflib.get_close_matches(spec, list_recipes(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"unknown recipe {spec!r}{hint}: name one of {', '.join(list_recipes())}, or give a YAML file")
+
+
 def load_config(path: str | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, validated."""
+    """Defaults, then the recipe (a name of :func:`list_recipes` or a YAML file), then
+    ``key=value`` overrides, validated."""
     raw: dict = {}
     if path is not None:
+        path = recipe_path(path)
         try:
             with open(path) as f:
                 raw = yaml.safe_load(f) or {}
@@ -213,9 +249,7 @@ def apply_override(cfg: Config, item: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    from vislab.engine.tasks import list_tasks
-    if cfg.task not in list_tasks():
-        raise UserError(f"config key 'task' is {cfg.task!r}; choose one of {', '.join(list_tasks())}")
+    """Types and ranges; the task name is checked against the registry when training starts."""
     d = cfg.to_dict()
     for path, allowed in _CHOICES.items():
         sec, key = path.split(".")
@@ -235,7 +269,6 @@ def validate(cfg: Config) -> None:
 
 def save_config(cfg: Config, path: str) -> None:
     """Write the fully resolved config as YAML, atomically."""
-    from vislab.engine.checkpoint import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 

@@ -1,10 +1,12 @@
 import hashlib
 import http.server
 import os
+import re
 import threading
 
 import pytest
 
+from vislab.config import Config, apply_override
 from vislab.data.download import download
 from vislab.errors import UserError
 
@@ -55,6 +57,7 @@ def test_missing_url(server, tmp_path):
 def test_registry_downloads_into_vislab_data(server, tmp_path, monkeypatch):
     """The registry's download path with a test-only data set served locally."""
     import numpy as np
+
     from vislab.data import datasets as ds
     from vislab.data.idx import write_idx
     url, root = server
@@ -69,8 +72,11 @@ def test_registry_downloads_into_vislab_data(server, tmp_path, monkeypatch):
                           reader=ds._idx_reader("test_remote", ("a", "b", "c")))
     monkeypatch.setitem(ds._DATASETS, "test_remote", info)
     monkeypatch.setenv("VISLAB_DATA", str(tmp_path / "data"))
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="not found") as e:
         ds.load_split("test_remote", "train")
-    data = ds.load_split("test_remote", "train", download_missing=True)
+    # the `--set KEY=VALUE` the message names turns the download on, as training reads the config
+    cfg = Config()
+    apply_override(cfg, re.search(r"--set (\S+)", str(e.value)).group(1))
+    data = ds.load_split("test_remote", "train", cfg.data.root, cfg.data.download)
     assert data.labels.tolist() == [0, 1, 2]
     assert (tmp_path / "data" / "test_remote" / "t10k-labels-idx1-ubyte.gz").exists()

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from tests.conftest import FMNIST_DIR
 from vislab.data.idx import read_idx, write_idx
 from vislab.errors import UserError
-from tests.conftest import FMNIST_DIR
 
 
 def test_fashion_mnist_matches_torchvision_reader(tmp_path):

@@ -1,8 +1,16 @@
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from vislab.data.transforms import (AugmentConfig, augment_batch, batch_color, batch_crop, batch_erase,
-                                    batch_flip, crop_at, mixup)
+from vislab.data.transforms import (
+    AugmentConfig,
+    augment_batch,
+    batch_color,
+    batch_crop,
+    batch_erase,
+    batch_flip,
+    crop_at,
+    mixup,
+)
 
 
 def test_crop_at_matches_torchvision_crop():

@@ -1,9 +1,16 @@
 import pytest
 import torch
-from torchvision.models.detection.anchor_utils import AnchorGenerator as TvAnchorGenerator
+from torchvision.models.detection.anchor_utils import (
+    AnchorGenerator as TvAnchorGenerator,
+)
 from torchvision.models.detection.image_list import ImageList
 
-from vislab.detection.anchors import AnchorGenerator, kmeans_anchors, mean_best_iou, wh_iou
+from vislab.detection.anchors import (
+    AnchorGenerator,
+    kmeans_anchors,
+    mean_best_iou,
+    wh_iou,
+)
 from vislab.detection.boxes import box_iou
 
 

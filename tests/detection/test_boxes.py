@@ -88,5 +88,22 @@ def test_clip_and_remove_small_match_torchvision():
 
 
 def test_shape_errors():
-    with pytest.raises(ValueError, match=r"\(N, 4\)"):
-        B.box_iou(torch.zeros(3, 5), torch.zeros(2, 4))
+    # BoxError is the ValueError of vislab's style and the RuntimeError torchvision's NMS raises
+    for err in (B.BoxError, ValueError, RuntimeError):
+        with pytest.raises(err, match=r"boxes1 must have shape \(\.\.\., N, 4\)"):
+            B.box_iou(torch.zeros(3, 5), torch.zeros(2, 4))
+    with pytest.raises(B.BoxError, match=r"\(\.\.\., 4\)"):
+        B.box_area(torch.zeros(4, 3))
+    with pytest.raises(B.BoxError, match=r"\(N, 4\)"):
+        B.remove_small_boxes(torch.zeros(2, 3, 4), 1.0)
+    with pytest.raises(B.BoxError):
+        B.box_convert(torch.zeros(3, 5), "xyxy", "cxcywh")
+
+
+@pytest.mark.parametrize("fn", [B.box_iou, B.generalized_box_iou, B.distance_box_iou, B.complete_box_iou])
+def test_gradients_stay_finite_on_degenerate_boxes(fn):
+    # the 0 / 0 that gives 0 must not come back as NaN in the gradient
+    b1, b2 = random_boxes(16, 8), random_boxes(12, 9)
+    x = b1.clone().requires_grad_()
+    fn(x, b2).sum().backward()
+    assert torch.isfinite(x.grad).all()

@@ -1,12 +1,14 @@
 import argparse
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tests.metrics.coco_oracle import pycocotools_eval, random_coco
 from vislab.cli import main
-from vislab.detection.cli import add_make_scenes_args, run_make_scenes
+from vislab.cli.detection import add_make_scenes_args, run_make_scenes
 from vislab.errors import UserError
 
 
@@ -40,6 +42,23 @@ def test_eval_detections_mistakes_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps([dict(results[0], image_id=123456)]))
     assert main(["eval-detections", str(tmp_path / "gt.json"), str(tmp_path / "bad.json")]) == 2
     assert "another data set" in capsys.readouterr().err
+
+
+def test_eval_detections_runs_without_torch(tmp_path):
+    gt, results = _files(tmp_path)
+    code = ("import sys\n"
+            "from vislab.cli import main\n"
+            "rc = main(['eval-detections', *sys.argv[1:3], '--per-class', '--voc', '--plot', sys.argv[3], "
+            "'--json', sys.argv[4]])\n"
+            "assert rc == 0, rc\n"
+            "import vislab.detection, vislab.detection.formats, vislab.metrics.detection\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    paths = [str(tmp_path / f) for f in ("gt.json", "pred.json", "pr.png", "out.json")]
+    proc = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Pascal VOC" in proc.stdout and (tmp_path / "pr.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "out.json").read_text())
+    np.testing.assert_allclose(list(saved["coco"].values()), pycocotools_eval(gt, results).stats, rtol=0, atol=1e-9)
 
 
 def _scene_args(*argv):

@@ -19,7 +19,7 @@ def test_read_image(tmp_path):
     torch.testing.assert_close(read_image(str(tmp_path / "a.png")), torch.from_numpy(arr).permute(2, 0, 1) / 255.0)
     assert read_image(str(tmp_path / "gray.png")).shape == (3, 2, 3)
     (tmp_path / "bad.png").write_text("not an image")
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(UserError, match="cannot decode"):
         read_image(str(tmp_path / "bad.png"))
 
 

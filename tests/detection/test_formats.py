@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.metrics.coco_oracle import pycocotools_eval, random_coco
 from vislab.detection import formats as F
 from vislab.errors import UserError
 
@@ -69,8 +70,9 @@ def test_coco_masks_as_rle_match_pycocotools(tmp_path):
 
 
 def test_voc_round_trip_and_torchvision_parses_it(tmp_path):
-    from torchvision.datasets import VOCDetection
     import xml.etree.ElementTree as ET
+
+    from torchvision.datasets import VOCDetection
     ds = _dataset(1)
     F.write_voc(ds, tmp_path)
     _assert_same(ds, F.read_voc(tmp_path, ds.categories))
@@ -127,3 +129,88 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(UserError, match="crowd"):
         F.write_yolo(crowd, tmp_path / "y")
     assert not os.path.exists(tmp_path / "y" / "a.txt")
+
+
+def test_one_coco_parser_for_data_sets_and_evaluation():
+    gt, _ = random_coco(4)
+    parsed = F.parse_coco(gt)
+    anns = gt["annotations"]
+    assert parsed.category_ids == [c["id"] for c in gt["categories"]]          # file order
+    np.testing.assert_array_equal(parsed.table.boxes, [a["bbox"] for a in anns])
+    np.testing.assert_array_equal(parsed.table.area, [a["area"] for a in anns])
+    ds = F.coco_to_dataset(gt)
+    for n, im in enumerate(ds.images):
+        mine = [a for a in anns if a["image_id"] == im.image_id]
+        xyxy = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in mine)]
+        assert im.file_name == gt["images"][n]["file_name"]
+        torch.testing.assert_close(im.boxes, torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4), rtol=0, atol=0)
+        assert im.labels.tolist() == [parsed.category_ids.index(a["category_id"]) for a in mine]
+        assert im.iscrowd.tolist() == [bool(a["iscrowd"]) for a in mine]
+    by_id = parsed.by_id()                                  # pycocotools' order, for evaluation
+    assert by_id.category_ids == sorted(parsed.category_ids)
+    assert [im["id"] for im in by_id.images] == sorted(im["id"] for im in gt["images"])
+    for t in range(len(anns)):
+        assert by_id.images[by_id.table.image[t]]["id"] == anns[t]["image_id"]
+        assert by_id.category_ids[by_id.table.category[t]] == anns[t]["category_id"]
+
+
+@pytest.mark.parametrize("seed", [0, 10, 17])
+def test_coco_evaluate_files_and_dicts_equal_pycocotools(tmp_path, seed):
+    gt, results = random_coco(seed, crowded=seed == 10)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(results))
+    ref = pycocotools_eval(gt, results)
+    for ev in (F.coco_evaluate(gt, results), F.coco_evaluate(tmp_path / "gt.json", str(tmp_path / "pred.json"))):
+        np.testing.assert_allclose(ev.stats, ref.stats, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(ev.precision, ref.eval["precision"], rtol=0, atol=1e-9)
+        assert ev.categories == [f"cat{c}" for c in sorted(c["id"] for c in gt["categories"])]
+
+
+def test_evaluate_coco_files_writes_the_report_and_the_plot(tmp_path):
+    gt, results = random_coco(6)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(results))
+    ev, report = F.evaluate_coco_files(str(tmp_path / "gt.json"), str(tmp_path / "pred.json"), per_category=True,
+                                       voc=True, plot=str(tmp_path / "pr.png"), json_path=str(tmp_path / "r.json"))
+    ref = pycocotools_eval(gt, results)
+    np.testing.assert_allclose(list(report["coco"].values()), ref.stats, rtol=0, atol=1e-9)
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
+    assert report["gt"] == str(tmp_path / "gt.json") and report["iou_type"] == "bbox"
+    cats = sorted(c["id"] for c in gt["categories"])
+    assert list(report["per_category"]) == [f"cat{c}" for c in cats]
+    for k, c in enumerate(cats):                            # AP50 per category: pycocotools' too
+        p = ref.eval["precision"][0, :, k, 0, 2]
+        assert report["per_category"][f"cat{c}"]["AP50"] == pytest.approx(p.mean() if p[0] > -1 else -1, abs=1e-9)
+    assert 0 < report["voc"]["mAP"] <= 1 and set(report["voc"]["per_category"]) == set(report["per_category"])
+    img = np.asarray(Image.open(tmp_path / "pr.png").convert("L"))
+    assert img.shape[0] > 200 and img.min() < 100           # a real plot, with dark lines on white
+    only = F.evaluate_coco_files(tmp_path / "gt.json", tmp_path / "pred.json")[1]
+    assert set(only) == {"gt", "pred", "iou_type", "coco"}
+
+
+def test_coco_evaluation_mistakes_are_user_errors(tmp_path):
+    gt, results = random_coco(1)
+    for bad, match in (([dict(results[0], image_id=-5)], "another data set"),
+                       ([dict(results[0], category_id=999)], "category 999"),
+                       ([{"image_id": results[0]["image_id"], "bbox": [0, 0, 1, 1]}], "score"),
+                       (gt, "ground-truth file as the predictions")):
+        with pytest.raises(UserError, match=match):
+            F.coco_evaluate(gt, bad)
+    with pytest.raises(UserError, match="swap"):
+        F.coco_evaluate(results, results)
+    with pytest.raises(UserError, match="'images', 'annotations' and 'categories'"):
+        F.coco_evaluate({"annotations": []}, results)
+    with pytest.raises(UserError, match="negative"):
+        F.coco_evaluate(dict(gt, annotations=[dict(gt["annotations"][0], bbox=[0, 0, -3, 4])]), results)
+    with pytest.raises(UserError, match="share an id"):
+        F.coco_evaluate(dict(gt, images=gt["images"] + gt["images"][:1]), results)
+    with pytest.raises(UserError, match="check the path"):
+        F.coco_evaluate(tmp_path / "missing.json", results)
+    (tmp_path / "broken.json").write_text("[{")
+    with pytest.raises(UserError, match="not valid JSON"):
+        F.coco_evaluate(gt, tmp_path / "broken.json")
+    # evaluation needs only ids; a DetectionSet also needs file names and sizes
+    bare = dict(gt, images=[{"id": im["id"]} for im in gt["images"]])
+    np.testing.assert_array_equal(F.coco_evaluate(bare, results).stats, F.coco_evaluate(gt, results).stats)
+    with pytest.raises(UserError, match="file_name"):
+        F.coco_to_dataset(bare)

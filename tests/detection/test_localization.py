@@ -3,7 +3,6 @@ and torchvision, the two-headed model, and the task end to end through the CLI (
 evaluate, detect) with the COCO numbers checked by pycocotools."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +10,17 @@ import torch
 import torchvision
 
 from tests.metrics.coco_oracle import pycocotools_eval
-from vislab.detection.localization import Localizer, decode_boxes, encode_boxes, multitask_loss, predict
+from vislab.detection.localization import (
+    Localizer,
+    decode_boxes,
+    encode_boxes,
+    multitask_loss,
+    predict,
+)
 from vislab.errors import UserError
 from vislab.models import create_model
 
-CONFIG = str(Path(__file__).parents[2] / "configs" / "localization.yaml")
+CONFIG = "localization"
 TINY = ["--set", "data.kwargs={source: digits, image_size: 32, scale: [2, 3], train: 40, val: 10, test: 12}",
         "--set", "model.kwargs={widths: [8, 8, 8], box_hidden: 16}", "--set", "train.epochs=1",
         "--set", "train.batch_size=16", "--no-progress"]

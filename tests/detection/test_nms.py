@@ -88,3 +88,16 @@ def test_gaussian_soft_nms_tends_to_hard_nms():
     b, s = random_boxes(80, 7), _scores(80, 7) + 0.1
     keep, _ = soft_nms(b, s, "gaussian", sigma=1e-12, score_threshold=1e-6)
     assert torch.equal(keep, tvo.nms(b, s, 0.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_soft_nms_in_half_precision(dtype):
+    # IoUs in float32, as for nms: the same boxes kept as from the float32 corners, the decayed
+    # scores returned in the scores' dtype
+    b = (random_boxes(40, 3) * 10).to(dtype)          # corners up to ~1,200
+    s = _scores(40, 3).to(dtype)
+    keep, new = soft_nms(b, s, "gaussian", sigma=0.5, score_threshold=0.01)
+    keep32, new32 = soft_nms(b.float(), s.float(), "gaussian", sigma=0.5, score_threshold=0.01)
+    assert torch.equal(keep, keep32)
+    assert new.dtype == dtype
+    torch.testing.assert_close(new, new32.to(dtype))

@@ -5,7 +5,6 @@ the pipeline end to end through the CLI (make-scenes, train, evaluate, detect) w
 numbers checked by pycocotools."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +12,22 @@ import torch
 import torchvision
 
 from tests.metrics.coco_oracle import pycocotools_eval
-from vislab.detection.sliding_window import (PyramidConfig, SlidingWindowDetector, conv_scores,
-                                             convolutionalised, explicit_scores, label_windows, pyramid, select,
-                                             window_patches)
+from vislab.detection.sliding_window import (
+    PyramidConfig,
+    SlidingWindowDetector,
+    conv_scores,
+    convolutionalised,
+    explicit_scores,
+    label_windows,
+    pyramid,
+    select,
+    window_patches,
+)
 from vislab.errors import UserError
 from vislab.models import create_model
 from vislab.models.window_cnn import WindowCNN
 
-CONFIG = str(Path(__file__).parents[2] / "configs" / "sliding_window.yaml")
+CONFIG = "sliding_window"
 
 
 def _trained_looking(model: torch.nn.Module) -> torch.nn.Module:

@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from vislab.engine.checkpoint import (atomic_torch_save, export_safetensors, load_checkpoint, rng_state,
-                                      set_rng_state)
+from vislab.engine.checkpoint import (
+    export_safetensors,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from vislab.errors import UserError
+from vislab.io import atomic_torch_save
 
 
 class NotATensor:

@@ -31,7 +31,8 @@ def test_auxiliary_heads_weighted_by_model_or_config():
     from types import SimpleNamespace
 
     from vislab.config import Config
-    from vislab.engine.classification import loss_fn
+    from vislab.tasks.classification import TASK
+    loss_fn = TASK.loss
     z, a1, a2 = torch.randn(3, 8, 5).unbind(0)
     y = torch.randint(0, 5, (8,))
     out = {"logits": z, "aux_logits": (a1, a2)}
@@ -40,7 +41,8 @@ def test_auxiliary_heads_weighted_by_model_or_config():
     ce = F.cross_entropy
     by_hand = lambda w: ce(z, y) + w * (ce(a1, y) + ce(a2, y))   # noqa: E731
     assert torch.allclose(loss_fn(cfg, SimpleNamespace(aux_logits_weight=0.4))(out, y), by_hand(0.4))
-    assert torch.allclose(loss_fn(cfg, torch.nn.Identity())(out, y), by_hand(0.3))
     cfg.train.aux_weight = 1.0
     assert torch.allclose(loss_fn(cfg, SimpleNamespace(aux_logits_weight=0.4))(out, y), by_hand(1.0))
-    assert torch.allclose(loss_fn(cfg)(z, y), ce(z, y))
+    assert torch.allclose(loss_fn(cfg, SimpleNamespace(aux_logits_weight=0.0))(z, y), ce(z, y))
+    with pytest.raises(TypeError, match="AuxOutput"):     # the output contract: no guessing
+        loss_fn(cfg, SimpleNamespace(aux_logits_weight=0.4))((z, a1), y)

@@ -45,7 +45,11 @@ def test_train_evaluate_predict(run_cli, tmp_path):
     img = np.repeat(test.images[0, 0][:, :, None], 3, 2)
     Image.fromarray(img).resize((32, 32), Image.NEAREST).save(tmp_path / "digit.png")
     code, out, err = run_cli("predict", run, tmp_path / "digit.png", "--topk", "3")
-    assert code == 0, err and "digit.png" in out and len(out.split("\t")[1].split()) == 6
+    assert code == 0, err
+    path, shown = out.strip().split("\t")
+    assert path.endswith("digit.png") and len(shown.split()) == 6
+    names, probs = shown.split()[0::2], [float(v) for v in shown.split()[1::2]]
+    assert set(names) <= set(test.classes) and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-3
 
 
 def test_best_checkpoint_and_early_stop(run_cli, tmp_path):
@@ -95,8 +99,8 @@ def test_resume_refuses_changed_settings(run_cli, tmp_path):
 
 
 def test_run_dir_in_use_is_refused(tmp_path):
-    from vislab.engine.run import RunLock
     from vislab.errors import UserError
+    from vislab.tasks.rundir import RunLock
     lock = RunLock(str(tmp_path))
     with pytest.raises(UserError, match="in use"):
         RunLock(str(tmp_path))
@@ -114,15 +118,30 @@ def test_cross_validation(run_cli, tmp_path):
     assert f"{cv['mean']:.4f} ± {cv['std']:.4f}" in out
 
 
-def _train_cmd(run_dir, *extra):
+def _train_cmd(run_dir, *extra, epochs=3):
     return [sys.executable, "-m", "vislab", "train", "--run-dir", str(run_dir), "--deterministic",
-            "--set", "data.limit_train=2400", "--set", "model.kwargs={widths: [8, 16, 16]}",
-            "--set", "train.epochs=3", "--set", "train.batch_size=32", "--set", "train.ema_decay=0.9",
+            "--set", "data.limit_train=9600", "--set", "model.kwargs={widths: [8, 16, 16]}",
+            "--set", f"train.epochs={epochs}", "--set", "train.batch_size=32", "--set", "train.ema_decay=0.9",
             "--set", "data.augment.erase=0.5", "--set", "data.augment.mixup=0.2",
             "--no-progress", *extra]
 
 
+def _step_rows(run_dir) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in open(path):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:     # a line being written
+            pass
+    return [r for r in rows if not r.get("epoch_end")]
+
+
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    """Kill training mid-epoch, after a checkpoint; the resumed run starts at the checkpoint's
+    epoch and step (it runs only the epochs left) and ends bit-identical to an uninterrupted run."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ref = tmp_path / "ref"
     subprocess.run(_train_cmd(ref), check=True, env=env, capture_output=True)
@@ -130,38 +149,69 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     run = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.4)                      # well into the next epoch
+    deadline = time.time() + 180
+    ckpt_step = None
+    # kill as soon as the log shows a step past the first checkpoint: mid-way through epoch 2
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt_step is None and last.exists():
+            ckpt_step = load_checkpoint(str(last))["step"]
+        if ckpt_step is not None and any(r["step"] > ckpt_step for r in _step_rows(run)):
+            break
+        time.sleep(0.02)
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert load_checkpoint(str(last))["epoch"] < 3
-    subprocess.run(_train_cmd(run, "--resume"), check=True, env=env, capture_output=True)
+    ckpt = load_checkpoint(str(last))
+    assert ckpt["epoch"] == 1 and ckpt["step"] == ckpt_step, "the kill must land after the first checkpoint, mid-epoch 2"
+    assert max(r["step"] for r in _step_rows(run)) > ckpt["step"]
+
+    res = subprocess.run(_train_cmd(run, "--resume"), check=True, env=env, capture_output=True, text=True)
+    assert f"at epoch 2, step {ckpt['step']}" in res.stdout
+    assert "epoch 1/3" not in res.stdout and "epoch 2/3" in res.stdout and "epoch 3/3" in res.stdout
 
     a = load_checkpoint(str(ref / "checkpoints" / "last.pt"))
     b = load_checkpoint(str(run / "checkpoints" / "last.pt"))
+    assert a["step"] == b["step"] and a["epoch"] == b["epoch"] == 3
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k in a["hooks"]["EMAHook"]:
         assert torch.equal(a["hooks"]["EMAHook"][k], b["hooks"]["EMAHook"][k]), k
 
 
+def test_fresh_refuses_a_run_dir_in_use(tmp_path):
+    """`--fresh` takes the lock before moving anything: a folder another `vislab train` is
+    writing is refused, not moved aside under it."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(run, epochs=50), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (run / "config.yaml").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None and (run / "config.yaml").exists()
+        res = subprocess.run(_train_cmd(run, "--fresh"), capture_output=True, text=True)
+        assert res.returncode == 2 and "in use by another" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert sorted(os.listdir(tmp_path)) == ["run"], "the run in use was moved"
+        assert proc.poll() is None, "the running training was disturbed"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_run_records_every_model_default(run_cli, tmp_path, monkeypatch):
     """A run still loads after a constructor default changes: config.yaml holds them all."""
     import yaml
 
-    from vislab.engine.run import load_run_model
     from vislab.models import simple
+    from vislab.tasks import load_run
     run = tmp_path / "run"
     code, _, err = run_cli("train", "--run-dir", run, "--set", "data.name=digits", "--set", "train.epochs=1",
                            "--no-progress")
     assert code == 0, err
     kwargs = yaml.safe_load(open(run / "config.yaml"))["model"]["kwargs"]
     assert kwargs["widths"] == list(simple.SmallCNN.__init__.__defaults__[2]) and "drop" in kwargs
-    model, _, _ = load_run_model(str(run))
+    model = load_run(str(run), "cpu").model
     monkeypatch.setattr(simple.small_cnn, "__defaults__", (10, 1, (8, 8, 8), 0.5))
-    again, _, _ = load_run_model(str(run))
+    again = load_run(str(run), "cpu").model
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(model(x), again(x))

@@ -9,7 +9,13 @@ from torch import nn
 
 from tests.explain.nets import IdentityFeatures, gap_cnn
 from vislab.errors import UserError
-from vislab.explain.cam import augmented_grad_cam, class_activation_map, grad_cam, normalize, upsample
+from vislab.explain.cam import (
+    augmented_grad_cam,
+    class_activation_map,
+    grad_cam,
+    normalize,
+    upsample,
+)
 from vislab.models import create_model
 from vislab.models.vit import VisionTransformer
 

@@ -10,11 +10,11 @@ from PIL import Image
 from sklearn.neighbors import KNeighborsClassifier
 
 from tests.explain.tiny_run import train_tiny
+from vislab.cli.explain import METHOD_HELP
 from vislab.data.datasets import load_split
 from vislab.data.loader import to_tensor
-from vislab.engine.run import load_run_model
-from vislab.explain.cli import METHOD_HELP
 from vislab.explain.run import METHODS
+from vislab.tasks import load_run
 
 ARGS = {"maximize": ["--steps", "30", "--class", "3"], "patches": ["--layer", "stages.0", "--unit", "3", "--k", "5"],
         "localize": ["--limit", "60"], "tsne": ["--limit", "200"], "retrieval": ["--image", "test:5"],
@@ -42,7 +42,8 @@ def test_every_method_writes_its_image(run, run_cli, method):
 
 
 def test_figures_agree_with_independent_computations(run, run_cli):
-    model, stats, _ = load_run_model(run)
+    loaded = load_run(run, "cpu")
+    model, stats = loaded.model, loaded.info.to_dict()
     train, test = load_split("digits", "train"), load_split("digits", "test")
     xt = to_tensor(test.images, stats["mean"], stats["std"])
     with torch.no_grad():

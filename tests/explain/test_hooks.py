@@ -10,8 +10,16 @@ from torch import nn
 
 from tests.explain.nets import gap_cnn
 from vislab.errors import UserError
-from vislab.explain import (augmented_grad_cam, class_activation_map, dead_filters, embed, grad_cam,
-                            input_gradient, maximize_activation, smooth_grad)
+from vislab.explain import (
+    augmented_grad_cam,
+    class_activation_map,
+    dead_filters,
+    embed,
+    grad_cam,
+    input_gradient,
+    maximize_activation,
+    smooth_grad,
+)
 from vislab.explain.hooks import as_spatial, capture, default_layer, get_layer
 from vislab.models import create_model
 from vislab.models.vit import VisionTransformer

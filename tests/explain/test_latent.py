@@ -9,7 +9,13 @@ from sklearn.manifold import trustworthiness
 from sklearn.neighbors import NearestNeighbors
 
 from tests.explain.nets import gap_cnn
-from vislab.explain.latent import embed, nearest_neighbours, pca_2d, precision_at_k, tsne_2d
+from vislab.explain.latent import (
+    embed,
+    nearest_neighbours,
+    pca_2d,
+    precision_at_k,
+    tsne_2d,
+)
 from vislab.models import create_model
 
 

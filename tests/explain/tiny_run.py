@@ -2,7 +2,7 @@
 narrowed, on scikit-learn's 8x8 digits (trains in a few seconds)."""
 
 from vislab.config import load_config
-from vislab.engine.run import evaluate, train
+from vislab.tasks.runner import evaluate, train
 
 TINY = ["data.name=digits", "model.kwargs={widths: [8, 16, 16]}", "train.epochs=3",
         "train.batch_size=64", "device=cpu"]

@@ -17,10 +17,10 @@ from PIL import Image
 from sklearn.metrics import accuracy_score
 
 from tests.explain.tiny_run import train_tiny
+from vislab.cli import main
 from vislab.data.datasets import load_split
 from vislab.data.loader import to_tensor
-from vislab.cli import main
-from vislab.engine.run import load_run_model
+from vislab.tasks import load_run
 
 SECTIONS = ("curves", "metrics", "confusion", "roc", "mistakes", "filters", "retrieval", "tsne",
             "summary", "config")
@@ -88,7 +88,8 @@ def test_report_is_self_contained_and_every_section_is_filled(report):
 
 def test_report_shows_the_accuracy_of_the_models_predictions(report):
     run, path = report
-    model, stats, _ = load_run_model(run)
+    loaded = load_run(run, "cpu")
+    model, stats = loaded.model, loaded.info.to_dict()
     test = load_split("digits", "test")
     with torch.no_grad():
         pred = model(to_tensor(test.images, stats["mean"], stats["std"])).argmax(1).numpy()
@@ -129,12 +130,11 @@ def test_report_of_a_linear_classifier_says_what_it_cannot_show(tmp_path):
     is replaced by a note, every other section is there."""
     from tests.explain.tiny_run import TINY
     from vislab.config import load_config
-    from vislab.engine.run import train
-    from vislab.report.html import build_report
+    from vislab.tasks.runner import report, train
     run = str(tmp_path / "linear")
     cfg = load_config(None, [o for o in TINY if not o.startswith("model.")] + ["model.name=linear", "train.epochs=1"])
     train(cfg, run, progress=False, log=lambda *a: None)
-    page = Page(open(build_report(run, device="cpu", log=lambda *a: None)).read())
+    page = Page(open(report(run, device="cpu", log=lambda *a: None)).read())
     assert set(page.sections) == set(SECTIONS)
     assert "not available for this model" in page.sections["mistakes"]["text"]
     assert "template image per class" in page.sections["filters"]["text"]

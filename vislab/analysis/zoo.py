@@ -12,6 +12,9 @@ from torch import nn
 
 from vislab.analysis.summary import summarize
 from vislab.errors import UserError
+from vislab.models import create_model, list_models, model_family
+from vislab.models.registry import model_accepts
+from vislab.report.plots import pyplot, save_figure
 
 TORCHVISION = "torchvision:"
 
@@ -45,8 +48,6 @@ def build_model(spec: str, input_size: Sequence[int] = (3, 224, 224),
         factory = partial(torchvision.models.get_model, name, weights=None,
                           num_classes=num_classes, **kw)
     else:
-        from vislab.models import create_model
-        from vislab.models.registry import list_models, model_accepts
         if spec in list_models() and model_accepts(spec, "img_size"):
             kwargs.setdefault("img_size", h)
         factory = partial(create_model, spec, num_classes=num_classes, in_chans=c, **kwargs)
@@ -79,7 +80,6 @@ def zoo_table(input_size: Sequence[int] = (3, 224, 224), names: Sequence[str] | 
     Depth is the number of convolution and linear layers on the longest path from the input to
     the output, the way the papers count it: resnet50 -> 50, vgg16 -> 16, googlenet -> 22.
     """
-    from vislab.models import list_models, model_family
     rows = []
     for name in names if names is not None else list_models():
         model = build_model(name, input_size, num_classes)
@@ -101,7 +101,6 @@ def _first_line(e: Exception) -> str:
 def zoo_plot(rows: Sequence[ZooRow], png_path: str) -> None:
     """MACs against parameters, log-log, one labelled point per model (rows without MACs are
     left out), saved to ``png_path`` (written to a temporary file, then renamed)."""
-    from vislab.report.plots import pyplot, save_figure
     plt = pyplot()
 
     rows = [r for r in rows if r.macs]

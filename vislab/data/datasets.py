@@ -9,8 +9,11 @@ labels: small enough to live as tensors, which is what makes batched augmentatio
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
+import zlib
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from vislab.data.download import download, sha256_file
 from vislab.data.formats import read_cifar, read_image_folder
-from vislab.data.idx import read_idx
+from vislab.data.idx import read_idx, type_code
 from vislab.errors import UserError
 
 
@@ -69,9 +72,9 @@ class DatasetInfo:
         return len(self.classes)
 
 
+# Data sets of this module, and those that family packages register when imported
+# (``vislab.detection`` adds ``scene_patches``).
 _DATASETS: dict[str, DatasetInfo] = {}
-# Data sets that task packages register, imported on first use (keeps `import vislab.data` light).
-_PROVIDERS = {"scene_patches": "vislab.detection.sliding_window"}
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
@@ -82,13 +85,10 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
 
 
 def list_datasets() -> list[str]:
-    return sorted(set(_DATASETS) | set(_PROVIDERS))
+    return sorted(_DATASETS)
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
-    if name not in _DATASETS and name in _PROVIDERS:
-        import importlib
-        importlib.import_module(_PROVIDERS[name])
     if name not in _DATASETS:
         raise UserError(f"unknown data set {name!r}: choose one of {', '.join(list_datasets())} "
                         "(`vislab data list`)")
@@ -100,7 +100,11 @@ def get_dataset_info(name: str) -> DatasetInfo:
 def _idx_reader(info_name: str, classes: tuple[str, ...]) -> Callable[[str, str], ArrayDataset]:
     def read(folder: str, split: str) -> ArrayDataset:
         prefix = "train" if split == "train" else "t10k"
-        x = read_idx(_find_file(folder, f"{prefix}-images-idx3-ubyte"))
+        path = _find_file(folder, f"{prefix}-images-idx3-ubyte")
+        x = read_idx(path)
+        if x.dtype != np.uint8:      # e.g. int8 (0x09) would turn bright pixels negative
+            raise UserError(f"{path} holds {x.dtype} pixels (IDX type 0x{type_code(x.dtype):02X}); an image "
+                            "data set needs unsigned 8-bit images (IDX type 0x08): convert the file to uint8")
         y = read_idx(_find_file(folder, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
         if x.ndim != 3 or y.ndim != 1:
             raise UserError(f"{folder}: expected images (N, H, W) and labels (N,), got {x.shape} "
@@ -287,7 +291,8 @@ def locate(name: str, root: str | None = None, download_missing: bool = False) -
         return target
     hint = {"fashion_mnist": "install it with `apt-get install dataset-fashion-mnist`, or "}.get(name, "")
     raise UserError(f"data set {name!r} not found (looked in {', '.join(dirs)}); {hint}put its files "
-                    f"in $VISLAB_DATA/{name}" + (" or pass --download" if info.files else ""))
+                    f"in $VISLAB_DATA/{name}" + (" or fetch them with --set data.download=true"
+                                                 if info.files else ""))
 
 
 def load_split(name: str, split: str, root: str | None = None,
@@ -308,13 +313,11 @@ def check_dataset(name: str, root: str | None = None) -> dict:
     folder = locate(name, root)
     report: dict = {"name": name, "folder": folder, "files": []}
     for f in info.files if folder else ():
-        path = os.path.join(folder, f.name)
-        if not os.path.exists(path):
-            path = path.removesuffix(".gz")
-        entry = {"file": path, "sha256": sha256_file(path)}
+        path = _pinned_path(folder, f)
+        entry = {"file": path, "sha256": _digest(path)}
         entry["sha256_ok"] = entry["sha256"] == f.sha256
         if f.content_sha256:
-            entry["content_sha256"] = _content_sha256(path)
+            entry["content_sha256"] = _digest(path, content=True)
             entry["content_ok"] = entry["content_sha256"] == f.content_sha256
         entry["ok"] = entry["sha256_ok"] or entry.get("content_ok", False)
         report["files"].append(entry)
@@ -326,11 +329,58 @@ def check_dataset(name: str, root: str | None = None) -> dict:
     return report
 
 
+def checksum_warning(name: str, root: str | None = None) -> str | None:
+    """One line naming the files of data set ``name`` that match neither their pinned SHA-256 nor
+    their pinned content SHA-256, or ``None`` when all match, none is pinned or the files are not
+    found (loading them reports that).  Cheap enough for every training start: the digests are
+    cached in memory per (path, size, mtime)."""
+    info = get_dataset_info(name)
+    if not info.files:
+        return None
+    try:
+        folder = locate(name, root)
+    except UserError:
+        return None
+    bad = []
+    for f in info.files:
+        path = _pinned_path(folder, f)
+        if not os.path.exists(path):       # loading names the missing file
+            continue
+        if _digest(path) != f.sha256 and (f.content_sha256 is None
+                                          or _digest(path, content=True) != f.content_sha256):
+            bad.append(os.path.basename(path))
+    if not bad:
+        return None
+    check = f"vislab data check {name}" + (f" --root {shlex.quote(root)}" if root else "")
+    return (f"{name}: {', '.join(bad)} in {folder} {'does' if len(bad) == 1 else 'do'} not match the "
+            f"pinned SHA-256 (damaged or another version of the data); `{check}` shows details")
+
+
+def _pinned_path(folder: str, f: RemoteFile) -> str:
+    """The file of ``f`` in ``folder``: as served, or decompressed (without ``.gz``)."""
+    path = os.path.join(folder, f.name)
+    return path if os.path.exists(path) else path.removesuffix(".gz")
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _digest(path: str, content: bool = False) -> str:
+    """SHA-256 of the file, or of its decompressed content, cached per (path, inode, size, mtime)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, content)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _content_sha256(path) if content else sha256_file(path)
+    return _DIGESTS[key]
+
+
 def _content_sha256(path: str) -> str:
-    import gzip
+    """SHA-256 of the decompressed content; a corrupt gzip has none ("": matches no pin)."""
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error):
+            return ""
     return hashlib.sha256(raw).hexdigest()
-

@@ -10,8 +10,7 @@ import tarfile
 import numpy as np
 
 from vislab.errors import UserError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+from vislab.io import IMAGE_EXTENSIONS, read_image
 
 
 class _NumpyOnly(pickle.Unpickler):
@@ -74,18 +73,8 @@ def read_cifar(path: str, split: str, label_key: str = "labels") -> tuple[np.nda
 
 def load_image(path: str, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read any PNG/JPEG/... as uint8 ``(channels, H, W)``: converted to grayscale or RGB as asked
-    and, when ``size`` is given, resized (bilinear, antialiased) to ``(H, W)``."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise UserError(f"image {path} does not exist; check the path") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"cannot decode image {path} ({e}); give a valid PNG or JPEG") from None
+    and, when ``size`` is given, resized (bilinear) to ``(H, W)``."""
+    arr = read_image(path, "L" if channels == 1 else "RGB", size)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 

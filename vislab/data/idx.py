@@ -53,16 +53,20 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def type_code(dtype: np.dtype | type) -> int | None:
+    """The IDX type code of ``dtype`` (either byte order), or ``None`` if IDX cannot store it."""
+    native = np.dtype(dtype).newbyteorder("=")
+    return next((code for code, d in _DTYPES.items() if np.dtype(d).newbyteorder("=") == native), None)
+
+
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` as IDX (gzipped when ``path`` ends in ``.gz``); used by tests and exports."""
-    code = {np.dtype(v).newbyteorder(">").str: k for k, v in _DTYPES.items()}
     arr = np.ascontiguousarray(array)
-    big = arr.astype(arr.dtype.newbyteorder(">")) if arr.dtype.itemsize > 1 else arr
-    key = big.dtype.str if arr.dtype.itemsize > 1 else np.dtype(arr.dtype).str
-    type_code = {"|u1": 0x08, "|i1": 0x09}.get(key, code.get(key))
-    if type_code is None:
+    code = type_code(arr.dtype)
+    if code is None:
         raise ValueError(f"IDX cannot store dtype {arr.dtype}")
-    data = bytes([0, 0, type_code, arr.ndim]) + np.array(arr.shape, ">u4").tobytes() + big.tobytes()
+    big = arr.astype(arr.dtype.newbyteorder(">"), copy=False)   # IDX is big-endian; bytes as they are
+    data = bytes([0, 0, code, arr.ndim]) + np.array(arr.shape, ">u4").tobytes() + big.tobytes()
     opener = gzip.open if os.fspath(path).endswith(".gz") else open
     with opener(path, "wb") as f:
         f.write(data)

@@ -6,10 +6,10 @@ run is repeatable and resumable bit for bit: the generator's state is saved in c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
+
+from vislab.config import AugmentConfig
 
 
 def _rand(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> Tensor:
@@ -87,17 +87,6 @@ def _beta(alpha: float, gen: torch.Generator) -> float:
     """A Beta(alpha, alpha) draw from ``gen`` via two Gamma draws (torch's sampler has no generator)."""
     g = torch._standard_gamma(torch.full((2,), float(alpha), device=gen.device), generator=gen)
     return float(g[0] / g.sum())
-
-
-@dataclass
-class AugmentConfig:
-    """Which batch augmentations run during training (all off means none)."""
-    crop_pad: int = 0
-    flip: bool = False
-    erase: float = 0.0          # probability of random erasing
-    brightness: float = 0.0
-    contrast: float = 0.0
-    mixup: float = 0.0          # Beta(alpha, alpha); 0 disables
 
 
 def augment_batch(x: Tensor, cfg: AugmentConfig, gen: torch.Generator, fill: float = 0.0) -> Tensor:

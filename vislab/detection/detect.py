@@ -1,4 +1,4 @@
-"""Trained runs as detectors (what ``vislab detect`` runs): load a localisation run or a
+"""Trained runs as detectors (what ``vislab detect`` runs): a localisation run or a
 sliding-window classifier run, find the objects of an image, draw them, and evaluate on the
 run's test scenes with COCO's numbers (and, for sliding windows, the time of the explicit and
 of the convolutionalised window scoring)."""
@@ -11,14 +11,29 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vislab.detection.sliding_window import BACKGROUND, PyramidConfig, SlidingWindowDetector, select
+from vislab.detection.formats import DetectionSet, ImageAnnotations, dataset_to_coco
+from vislab.detection.localization import decode_boxes
+from vislab.detection.localization import predict as localisation_predict
+from vislab.detection.scenes import load_scenes
+from vislab.detection.sliding_window import (
+    BACKGROUND,
+    PyramidConfig,
+    SlidingWindowDetector,
+    select,
+)
 from vislab.errors import UserError
+from vislab.io import atomic_write_bytes
+from vislab.io import read_image as io_read_image
+from vislab.metrics.detection import evaluate_detections
+
+if TYPE_CHECKING:
+    from vislab.tasks.trained import TrainedRun
 
 
 @dataclass
@@ -30,47 +45,32 @@ class Detector:
     detect: Callable[[Tensor], dict[str, Tensor]]
 
 
-def load_detector(run_dir: str, device: str = "auto", pyramid: PyramidConfig = PyramidConfig(),
-                  conv: bool = False, score_thr: float = 0.5, nms_iou: float = 0.3) -> Detector:
-    """The detector of a run: its localiser (one box per image), or its window classifier run
-    over the pyramid (a ``classification`` run on ``scene_patches``)."""
-    from vislab.engine.run import load_run_model
-    from vislab.engine.trainer import resolve_device
-    dev = resolve_device(device)
-    model, stats, cfg = load_run_model(run_dir, dev)
-    if cfg.task == "localization":
-        from vislab.detection.localization import decode_boxes, predict
-        mean = torch.tensor(stats["mean"], device=dev).view(-1, 1, 1)
-        std = torch.tensor(stats["std"], device=dev).view(-1, 1, 1)
-
+def as_detector(run: TrainedRun, pyramid: PyramidConfig = PyramidConfig(), conv: bool = False,
+                score_thr: float = 0.5, nms_iou: float = 0.3) -> Detector:
+    """The detector of a trained run: its localiser (one box per image), or its window
+    classifier run over the pyramid (a ``classification`` run on ``scene_patches``)."""
+    info, model = run.info, run.model
+    if run.task.name == "localization":
         def localise(image: Tensor) -> dict[str, Tensor]:
-            x = F.interpolate(image[None].to(dev), size=tuple(stats["image_size"]), mode="bilinear",
+            x = F.interpolate(image[None].to(run.device), size=info.image_size, mode="bilinear",
                               align_corners=False, antialias=True)
-            logits, boxes = predict(model, [(x - mean) / std])
+            logits, boxes = localisation_predict(model, [info.norm.normalize(x)])
             probs = torch.softmax(logits, 1)
             return {"boxes": decode_boxes(boxes, tuple(image.shape[-2:])), "scores": probs.max(1).values,
                     "labels": probs.argmax(1)}
-        return Detector("localization", list(stats["classes"]), localise)
-    classes = list(stats["classes"])
-    if classes[-1:] != [BACKGROUND] or stats.get("in_chans") != 3:
-        raise UserError(f"{run_dir} is a {cfg.task} run on {stats.get('dataset')!r}: `vislab detect` needs a "
-                        "localization run or a classifier trained on scene_patches (configs/sliding_window.yaml)")
-    windows = SlidingWindowDetector(model, stats["mean"], stats["std"], classes, pyramid, conv)
+        return Detector("localization", list(info.classes), localise)
+    classes = list(info.classes)
+    if classes[-1:] != [BACKGROUND] or info.in_chans != 3:
+        raise UserError(f"{run.run_dir} is a {run.task.name} run on {info.dataset!r}: `vislab detect` needs a "
+                        "localization run or a classifier trained on scene_patches (`vislab train sliding_window`)")
+    windows = SlidingWindowDetector(model, list(info.norm.mean), list(info.norm.std), classes, pyramid, conv)
     return Detector("sliding_window", classes[:-1],
                     lambda image: windows(image, score_thr=score_thr, nms_iou=nms_iou))
 
 
 def read_image(path: str) -> Tensor:
     """An image file as RGB ``(3, H, W)`` float in ``[0, 1]``."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise UserError(f"image {path} does not exist; check the path") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"cannot read image {path} ({e}); give a PNG or JPEG file") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
+    return torch.from_numpy(io_read_image(path, "RGB")).permute(2, 0, 1).float() / 255
 
 
 def draw_detections(image: Tensor, det: dict[str, Tensor], classes: Sequence[str], path: str,
@@ -80,7 +80,6 @@ def draw_detections(image: Tensor, det: dict[str, Tensor], classes: Sequence[str
     from matplotlib import colormaps
     from PIL import Image, ImageDraw
 
-    from vislab.engine.checkpoint import atomic_write_bytes
     H, W = image.shape[-2:]
     zoom = max(1, math.ceil(min_side / max(H, W)))
     arr = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
@@ -106,7 +105,6 @@ def coco_files(targets: Sequence[dict], dets: Sequence[dict], classes: Sequence[
                size: tuple[int, int]) -> tuple[dict, list[dict]]:
     """Ground truth (a COCO dict, images ``1..N``) and detections (COCO results) of a set of
     ``size`` images, for ``vislab eval-detections`` and pycocotools."""
-    from vislab.detection.formats import DetectionSet, ImageAnnotations, dataset_to_coco
     H, W = size
     ds = DetectionSet(list(classes), [ImageAnnotations(f"{i:06d}.png", W, H, t["boxes"], t["labels"],
                                                        area=t.get("area"), image_id=i + 1)
@@ -119,30 +117,25 @@ def coco_files(targets: Sequence[dict], dets: Sequence[dict], classes: Sequence[
     return dataset_to_coco(ds), results
 
 
-def evaluate_sliding_window(run_dir: str, num_scenes: int | None = None, time_scenes: int = 5,
+def evaluate_sliding_window(run: TrainedRun, num_scenes: int | None = None, time_scenes: int = 5,
                             pyramid: PyramidConfig = PyramidConfig(), score_thr: float = 0.05,
-                            nms_iou: float = 0.3, device: str = "auto") -> tuple[dict, dict, list]:
+                            nms_iou: float = 0.3) -> tuple[dict, dict, list]:
     """Detect on the first ``num_scenes`` test scenes of the run's scene folder (all: ``None``)
     and report COCO's numbers; on the first ``time_scenes`` of them, score the windows both
     explicitly and convolutionalised, timing each and checking that they agree.  Returns the
     report, the ground truth (COCO) and the detections (COCO results)."""
-    from vislab.detection.scenes import load_scenes
-    from vislab.engine.run import load_run_model
-    from vislab.engine.trainer import resolve_device
-    from vislab.metrics.detection import evaluate_detections
-    dev = resolve_device(device)
-    model, stats, cfg = load_run_model(run_dir, dev)
-    classes = list(stats["classes"])
+    run_dir, model, cfg, norm = run.run_dir, run.model, run.config, run.info.norm
+    classes = list(run.info.classes)
     if classes[-1:] != [BACKGROUND]:
-        raise UserError(f"{run_dir} was not trained on scene_patches; train configs/sliding_window.yaml")
+        raise UserError(f"{run_dir} was not trained on scene_patches; run `vislab train sliding_window`")
     root = cfg.data.root
     if not root or not os.path.exists(os.path.join(root, "test.json")):
         raise UserError(f"the run's scene folder {root!r} has no test scenes; make them with "
                         f"`vislab data make-scenes DIR --test N` and train with data.root=DIR")
     scenes = load_scenes(root, "test")
     n = len(scenes) if not num_scenes else min(num_scenes, len(scenes))
-    explicit = SlidingWindowDetector(model, stats["mean"], stats["std"], classes, pyramid, conv=False)
-    fast = (SlidingWindowDetector(model, stats["mean"], stats["std"], classes, pyramid, conv=True)
+    explicit = SlidingWindowDetector(model, list(norm.mean), list(norm.std), classes, pyramid, conv=False)
+    fast = (SlidingWindowDetector(model, list(norm.mean), list(norm.std), classes, pyramid, conv=True)
             if hasattr(model, "as_sequential") else explicit)
     size = tuple(scenes.images.shape[-2:])
     dets, times, windows, diff = [], {"explicit": 0.0, "conv": 0.0}, 0, 0.0

@@ -8,22 +8,38 @@ Coordinate conventions of the files: COCO ``[x, y, width, height]`` in continuou
 1-based pixel indices, ``xmin = x1 + 1``, ``xmax = x2`` (as Detectron2 reads them); YOLO
 ``class cx cy w h`` normalised by the image size.  Reading checks every box (inside the image,
 no negative size, a known category) and raises :class:`UserError` naming the file and the box.
+
+COCO files are parsed once, by :func:`parse_coco`, into flat arrays; :func:`coco_to_dataset`
+makes a :class:`DetectionSet` of them, :func:`coco_evaluate` and :func:`evaluate_coco_files`
+(``vislab eval-detections``) evaluate them with :mod:`vislab.metrics.detection`.  The COCO
+reading and evaluation path does not import torch (nor does this module): only
+:class:`ImageAnnotations` builds tensors, and imports torch when it does.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from vislab.engine.checkpoint import atomic_write_text
 from vislab.errors import UserError
+from vislab.io import IMAGE_EXTENSIONS, atomic_write_text, image_size
+from vislab.metrics.detection import (
+    BoxTable,
+    CocoEvaluation,
+    evaluate_tables,
+    voc_evaluate_tables,
+)
+from vislab.report.plots import plot_pr_curves
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BOUNDS_TOLERANCE = 1e-3          # pixels a box may stick out of its image (float noise), then clipped
 
@@ -32,8 +48,10 @@ BOUNDS_TOLERANCE = 1e-3          # pixels a box may stick out of its image (floa
 class ImageAnnotations:
     """The ground truth of one image.
 
-    ``masks`` (optional, ``(N, H, W)`` bool) and ``area`` (optional, ``(N,)``; COCO's area used
-    for the small/medium/large ranges, by default the mask or box area) travel to COCO files.
+    ``masks`` (optional, ``(N, H, W)`` bool) and ``area`` (optional, ``(N,)`` float32; COCO's
+    area used for the small/medium/large ranges, by default the mask or box area) travel to COCO
+    files.  Boxes, labels, flags and areas may come as arrays, lists or tensors: they are stored
+    as tensors.
     """
     file_name: str
     width: int
@@ -46,20 +64,25 @@ class ImageAnnotations:
     image_id: int | None = None
 
     def __post_init__(self) -> None:
+        import torch
         self.boxes = torch.as_tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
         self.labels = torch.as_tensor(self.labels, dtype=torch.int64).reshape(-1)
         n = len(self.boxes)
         self.iscrowd = (torch.zeros(n, dtype=torch.bool) if self.iscrowd is None
                         else torch.as_tensor(self.iscrowd, dtype=torch.bool).reshape(-1))
+        if self.area is not None:
+            self.area = torch.as_tensor(self.area, dtype=torch.float32).reshape(-1)
         if not len(self.labels) == len(self.iscrowd) == n:
             raise ValueError(f"{self.file_name}: {n} boxes, {len(self.labels)} labels and "
                              f"{len(self.iscrowd)} iscrowd flags")
+        if self.area is not None and len(self.area) != n:
+            raise ValueError(f"{self.file_name}: {n} boxes but {len(self.area)} areas")
 
     def target(self) -> dict[str, Tensor]:
         """The dict that detectors and :func:`vislab.metrics.detection.evaluate_detections` take."""
         out = {"boxes": self.boxes, "labels": self.labels, "iscrowd": self.iscrowd}
         if self.area is not None:
-            out["area"] = torch.as_tensor(self.area, dtype=torch.float32)
+            out["area"] = self.area
         return out
 
 
@@ -84,19 +107,19 @@ class DetectionSet:
         for im in self.images:
             where = f"{source}: image {im.file_name}"
             b = im.boxes
-            bad = torch.nonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).flatten()
+            bad = ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).nonzero().flatten()
             if len(bad):
                 raise UserError(f"{where}: box {b[bad[0]].tolist()} has a negative width or height; "
                                 "corners must come as (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2")
             tol = BOUNDS_TOLERANCE
-            out = torch.nonzero((b[:, 0] < -tol) | (b[:, 1] < -tol) | (b[:, 2] > im.width + tol)
-                                | (b[:, 3] > im.height + tol)).flatten()
+            out = ((b[:, 0] < -tol) | (b[:, 1] < -tol) | (b[:, 2] > im.width + tol)
+                   | (b[:, 3] > im.height + tol)).nonzero().flatten()
             if len(out):
                 raise UserError(f"{where}: box {b[out[0]].tolist()} lies outside the "
                                 f"{im.width}x{im.height} image; fix the annotation or clip it to the image")
             b[:, 0::2] = b[:, 0::2].clamp(0, im.width)
             b[:, 1::2] = b[:, 1::2].clamp(0, im.height)
-            unknown = torch.nonzero((im.labels < 0) | (im.labels >= k)).flatten()
+            unknown = ((im.labels < 0) | (im.labels >= k)).nonzero().flatten()
             if len(unknown):
                 raise UserError(f"{where}: label {int(im.labels[unknown[0]])} is not one of the "
                                 f"{k} categories; add the category or fix the label")
@@ -116,59 +139,219 @@ def _exact(v: float) -> float | int:
 
 # --------------------------------------------------------------------------- COCO
 
-def coco_to_dataset(data: dict, source: str = "<dict>") -> DetectionSet:
-    """A :class:`DetectionSet` from a COCO dict: boxes, crowd flags, areas, and labels indexing the
-    categories in the file's order (masks are not read)."""
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
-        raise UserError(f"{source} is not a COCO annotation file: it needs 'images', "
+@dataclass
+class CocoGroundTruth:
+    """A COCO ground-truth dict as :func:`parse_coco` reads it, for every use: the image records
+    and the categories, and all annotations in one :class:`BoxTable` (``[x, y, w, h]`` float64
+    as in the file, annotated area, crowd flag; ``table.image`` indexes ``images``,
+    ``table.category`` indexes ``category_ids`` and ``categories``)."""
+    images: list[Mapping]
+    category_ids: list
+    categories: list[str]
+    table: BoxTable
+
+    def by_id(self) -> CocoGroundTruth:
+        """The same with images and categories sorted by id, as pycocotools orders them: the
+        order in which evaluation lists categories and breaks score ties between images."""
+        try:
+            im = sorted(range(len(self.images)), key=lambda i: self.images[i]["id"])
+            cat = sorted(range(len(self.category_ids)), key=lambda k: self.category_ids[k])
+        except TypeError:
+            raise UserError("COCO ids must be all numbers (or all strings) to be sorted as "
+                            "pycocotools sorts them; fix the image and category ids") from None
+        new_image, new_cat = np.argsort(np.array(im, np.int64)), np.argsort(np.array(cat, np.int64))
+        t = self.table
+        table = BoxTable(new_image[t.image], new_cat[t.category], t.boxes, t.area, iscrowd=t.iscrowd)
+        return CocoGroundTruth([self.images[i] for i in im], [self.category_ids[k] for k in cat],
+                               [self.categories[k] for k in cat], table)
+
+
+def parse_coco(data: Any, source: str = "<dict>") -> CocoGroundTruth:
+    """Check a COCO ground-truth dict and read its boxes, areas (default: box area) and crowd
+    flags, in the file's order (masks are left to the segmentation module).  Images need only
+    an ``id`` here, categories an ``id`` (the name defaults to it); ``source`` names the file in
+    errors."""
+    if isinstance(data, (list, tuple)):
+        raise UserError(f"{source} is a list, as COCO results are, not COCO ground truth; did you "
+                        "swap the ground truth and the predictions?")
+    if not isinstance(data, Mapping) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise UserError(f"{source} is not COCO ground truth: it needs the keys 'images', "
                         "'annotations' and 'categories'")
     try:
-        cats = [(c["id"], str(c["name"])) for c in data["categories"]]
-        images = {im["id"]: (im["file_name"], int(im["width"]), int(im["height"])) for im in data["images"]}
+        images = list(data["images"])
+        image_index = {im["id"]: n for n, im in enumerate(images)}
+        cats = [(c["id"], str(c.get("name", c["id"]))) for c in data["categories"]]
     except (KeyError, TypeError) as e:
-        raise UserError(f"{source}: every image needs 'id', 'file_name', 'width', 'height' and every "
-                        f"category 'id' and 'name' (missing {e})") from None
-    cat_index = {c: i for i, (c, _) in enumerate(cats)}
-    per_image: dict = {i: ([], [], [], []) for i in images}
+        raise UserError(f"{source}: every image and every category needs an 'id' (missing {e}); "
+                        "fix the file") from None
+    cat_index = {c: k for k, (c, _) in enumerate(cats)}
+    for what, n, index in (("images", len(images), image_index), ("categories", len(cats), cat_index)):
+        if len(index) != n:
+            raise UserError(f"{source}: two {what} share an id; give each its own id")
+    img, cat, boxes, area, crowd = [], [], [], [], []
     for n, a in enumerate(data["annotations"]):
-        if a.get("image_id") not in images:
-            raise UserError(f"{source}: annotation {n} refers to image {a.get('image_id')!r}, which "
-                            "is not among the file's images; add the image or drop the annotation")
+        if not isinstance(a, Mapping):
+            raise UserError(f"{source}: annotation {n} is {a!r}, not an object with 'image_id', "
+                            "'category_id' and 'bbox'; fix the file")
+        if a.get("image_id") not in image_index:
+            raise UserError(f"{source}: annotation {n} refers to image {a.get('image_id')!r}, which is "
+                            "not among the file's images; add the image or drop the annotation")
         if a.get("category_id") not in cat_index:
-            raise UserError(f"{source}: annotation {n} has category {a.get('category_id')!r}, "
-                            "which is not among the file's categories; add it or fix the annotation")
-        bbox = a.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            raise UserError(f"{source}: annotation {n}: 'bbox' must be [x, y, width, height], got {bbox!r}")
-        x, y, w, h = (float(v) for v in bbox)
-        if w < 0 or h < 0:
-            raise UserError(f"{source}: annotation {n} has a negative size {bbox}; COCO boxes are "
+            raise UserError(f"{source}: annotation {n} has category {a.get('category_id')!r}, which is "
+                            "not among the file's categories; add it or fix the annotation")
+        b = a.get("bbox")
+        if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(isinstance(v, numbers.Real) for v in b):
+            raise UserError(f"{source}: annotation {n}: 'bbox' must be [x, y, width, height] "
+                            f"(numbers), got {b!r}")
+        if b[2] < 0 or b[3] < 0:
+            raise UserError(f"{source}: annotation {n} has a negative size {b}; COCO boxes are "
                             "[x, y, width, height], not corners")
-        boxes, labels, crowd, area = per_image[a["image_id"]]
-        boxes.append([x, y, x + w, y + h])
-        labels.append(cat_index[a["category_id"]])
+        img.append(image_index[a["image_id"]])
+        cat.append(cat_index[a["category_id"]])
+        boxes.append(b)
+        area.append(a.get("area", b[2] * b[3]))
         crowd.append(bool(a.get("iscrowd", 0)))
-        area.append(float(a.get("area", w * h)))
+    try:
+        area_array = np.asarray(area, np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: an annotation's 'area' is not a number; fix or drop it") from None
+    table = BoxTable(np.asarray(img, np.int64), np.asarray(cat, np.int64),
+                     np.asarray(boxes, np.float64).reshape(-1, 4), area_array, iscrowd=np.asarray(crowd, bool))
+    return CocoGroundTruth(images, [c for c, _ in cats], [name for _, name in cats], table)
+
+
+def coco_results(results: Any, gt: CocoGroundTruth, source: str = "<results>") -> BoxTable:
+    """Detections in COCO's results format, a list of ``{image_id, category_id, bbox, score}``,
+    as a :class:`BoxTable` whose image and category indices are ``gt``'s."""
+    if not isinstance(results, (list, tuple)):
+        raise UserError(f"{source}: COCO results must be a list of {{image_id, category_id, bbox, score}}; "
+                        "did you pass a ground-truth file as the predictions?")
+    image_index = {im["id"]: n for n, im in enumerate(gt.images)}
+    cat_index = {c: k for k, c in enumerate(gt.category_ids)}
+    n = len(results)
+    try:
+        img = np.fromiter((image_index[r["image_id"]] for r in results), np.int64, n)
+        cat = np.fromiter((cat_index[r["category_id"]] for r in results), np.int64, n)
+        boxes = np.asarray([r["bbox"] for r in results], np.float64).reshape(n, 4)
+        score = np.fromiter((r["score"] for r in results), np.float64, n)
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{source}: {_bad_result(results, image_index, cat_index)}") from None
+    return BoxTable(img, cat, boxes, boxes[:, 2] * boxes[:, 3], score=score)
+
+
+def _bad_result(results: Sequence, image_index: Mapping, cat_index: Mapping) -> str:
+    for n, r in enumerate(results):
+        if not isinstance(r, Mapping) or not all(k in r for k in ("image_id", "category_id", "bbox", "score")):
+            return f"result {n} must have 'image_id', 'category_id', 'bbox' and 'score', got {r!r}"
+        if r["image_id"] not in image_index:
+            return (f"result {n} is for image {r['image_id']!r}, which the ground truth does not "
+                    "have; the results belong to another data set or split")
+        if r["category_id"] not in cat_index:
+            return (f"result {n} has category {r['category_id']!r}, which the ground truth does "
+                    "not have; map the model's labels to the file's category ids")
+        if not isinstance(r["bbox"], (list, tuple)) or len(r["bbox"]) != 4:
+            return f"result {n}: 'bbox' must be [x, y, width, height], got {r['bbox']!r}"
+    return "the results are not a list of {image_id, category_id, bbox, score} with numbers"
+
+
+def _read_json(path: str | os.PathLike, what: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise UserError(f"cannot read the {what} {os.fspath(path)}: {e.strerror}; check the path") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"the {what} {os.fspath(path)} is not valid JSON ({e}); fix or regenerate it") from None
+
+
+def coco_to_dataset(data: Any, source: str = "<dict>") -> DetectionSet:
+    """A :class:`DetectionSet` from a COCO dict: boxes, crowd flags, areas, and labels indexing the
+    categories in the file's order (masks are not read).  Images need ``file_name``, ``width``
+    and ``height`` here."""
+    gt = parse_coco(data, source)
+    t = gt.table
+    xyxy = np.concatenate((t.boxes[:, :2], t.boxes[:, :2] + t.boxes[:, 2:]), axis=1)
+    order = np.argsort(t.image, kind="stable")                   # file order within an image
+    bounds = np.searchsorted(t.image[order], np.arange(len(gt.images) + 1))
     out = []
-    for i, (file_name, width, height) in images.items():
-        boxes, labels, crowd, area = per_image[i]
-        out.append(ImageAnnotations(file_name, width, height, boxes, labels, crowd,
-                                    torch.tensor(area, dtype=torch.float32), image_id=i))
-    ds = DetectionSet([name for _, name in cats], out, [c for c, _ in cats])
+    for i, im in enumerate(gt.images):
+        try:
+            file_name, width, height = im["file_name"], int(im["width"]), int(im["height"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{source}: image {im['id']!r} needs 'file_name', and 'width' and 'height' "
+                            "as numbers; fix the file") from None
+        sel = order[bounds[i]:bounds[i + 1]]
+        out.append(ImageAnnotations(file_name, width, height, xyxy[sel], t.category[sel], t.iscrowd[sel],
+                                    t.area[sel], image_id=im["id"]))
+    ds = DetectionSet(gt.categories, out, gt.category_ids)
     ds.check(source)
     return ds
 
 
 def read_coco(path: str | os.PathLike) -> DetectionSet:
     """Read a COCO annotation file."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise UserError(f"cannot read {os.fspath(path)}: {e.strerror}; check the path") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{os.fspath(path)} is not valid JSON ({e}); fix or regenerate it") from None
-    return coco_to_dataset(data, os.fspath(path))
+    return coco_to_dataset(_read_json(path, "COCO file"), os.fspath(path))
+
+
+def read_coco_for_evaluation(gt: Any, results: Any) -> tuple[CocoGroundTruth, BoxTable]:
+    """Ground truth (a COCO dict or its JSON file) and detections (a results list or its JSON
+    file) read for :mod:`vislab.metrics.detection`: images and categories sorted by id, as
+    pycocotools evaluates them."""
+    if isinstance(gt, (str, os.PathLike)):
+        gt, gt_source = _read_json(gt, "ground-truth file"), os.fspath(gt)
+    else:
+        gt_source = "<ground truth>"
+    if isinstance(results, (str, os.PathLike)):
+        results, results_source = _read_json(results, "results file"), os.fspath(results)
+    else:
+        results_source = "<results>"
+    truth = parse_coco(gt, gt_source).by_id()
+    return truth, coco_results(results, truth, results_source)
+
+
+def coco_evaluate(gt: Any, results: Any) -> CocoEvaluation:
+    """COCO box evaluation of ``results`` (a results list or its JSON file) against ``gt`` (a
+    COCO dict or its JSON file): pycocotools' numbers."""
+    return _coco_evaluation(*read_coco_for_evaluation(gt, results))
+
+
+def _coco_evaluation(truth: CocoGroundTruth, dets: BoxTable) -> CocoEvaluation:
+    precision, recall = evaluate_tables(truth.table, dets, len(truth.images), len(truth.category_ids))
+    return CocoEvaluation(precision, recall, truth.categories)
+
+
+def evaluate_coco_files(gt: str | os.PathLike, results: str | os.PathLike, per_category: bool = False,
+                        voc: bool = False, plot: str | None = None, json_path: str | None = None,
+                        iou_type: str = "bbox") -> tuple[CocoEvaluation, dict]:
+    """``vislab eval-detections``: COCO evaluation of a results file against a ground-truth file.
+
+    Returns the evaluation and the report: the twelve numbers, with ``per_category`` AP and
+    AP50 per category, with ``voc`` Pascal VOC AP at IoU 0.5 (all points and 11-point, NaN
+    written as null per category).  ``plot`` writes the precision-recall curves at IoU 0.5 as a
+    PNG, ``json_path`` the report as JSON.
+    """
+    if iou_type != "bbox":
+        raise UserError(f"iou_type {iou_type!r}: only 'bbox' for now; mask IoU comes with the segmentation module")
+    truth, dets = read_coco_for_evaluation(gt, results)
+    ev, n, names = _coco_evaluation(truth, dets), len(truth.images), truth.categories
+    report: dict = {"gt": os.fspath(gt), "pred": os.fspath(results), "iou_type": iou_type, "coco": ev.as_dict()}
+    if per_category:
+        report["per_category"] = ev.per_category()
+    if voc:
+        all_points = voc_evaluate_tables(truth.table, dets, n, names)
+        eleven = voc_evaluate_tables(truth.table, dets, n, names, use_07_metric=True)
+        report["voc"] = {"mAP": all_points.mean_ap, "mAP_07": eleven.mean_ap,
+                         "per_category": {c: {"AP": _finite(a), "AP_07": _finite(b)}
+                                          for c, a, b in zip(names, all_points.ap, eleven.ap)}}
+    if plot:
+        plot_pr_curves(ev.pr_curves(0.5), plot, "precision-recall, IoU 0.5")
+    if json_path:
+        atomic_write_text(json_path, json.dumps(report, indent=2))
+    return ev, report
+
+
+def _finite(x: float) -> float | None:
+    return None if x != x else float(x)
 
 
 def rle_encode(mask: np.ndarray) -> dict:
@@ -190,7 +373,7 @@ def dataset_to_coco(ds: DetectionSet) -> dict:
         image_id = im.image_id if im.image_id is not None else n + 1
         images.append({"id": image_id, "file_name": im.file_name, "width": im.width, "height": im.height})
         if im.area is not None:
-            areas = torch.as_tensor(im.area).tolist()
+            areas = im.area.tolist()
         elif im.masks is not None:
             areas = im.masks.flatten(1).sum(1).tolist()
         else:
@@ -210,7 +393,6 @@ def dataset_to_coco(ds: DetectionSet) -> dict:
 
 def write_coco(ds: DetectionSet, path: str | os.PathLike, extra: dict | None = None) -> None:
     """Write a COCO annotation file (atomically); ``extra`` keys are added at the top level."""
-    from vislab.engine.checkpoint import atomic_write_text
     atomic_write_text(os.fspath(path), json.dumps(dataset_to_coco(ds) | (extra or {})))
 
 
@@ -287,8 +469,6 @@ def read_yolo(label_dir: str | os.PathLike, image_dir: str | os.PathLike,
     """Read YOLO labels: for every image in ``image_dir`` (sorted), ``label_dir/STEM.txt`` with
     lines ``class cx cy w h`` normalised to ``[0, 1]`` (no file: no objects).  Category names
     come from ``categories`` or ``label_dir/classes.txt``; image sizes from the image files."""
-    from PIL import Image
-    from vislab.data.formats import IMAGE_EXTENSIONS
     label_dir, image_dir = os.fspath(label_dir), os.fspath(image_dir)
     if categories is None:
         names_file = os.path.join(label_dir, "classes.txt")
@@ -301,8 +481,7 @@ def read_yolo(label_dir: str | os.PathLike, image_dir: str | os.PathLike,
         raise UserError(f"{image_dir} is not a folder; give the folder of the images")
     images = []
     for file_name in sorted(f for f in os.listdir(image_dir) if f.lower().endswith(IMAGE_EXTENSIONS)):
-        with Image.open(os.path.join(image_dir, file_name)) as im:
-            width, height = im.size
+        width, height = image_size(os.path.join(image_dir, file_name))
         path = os.path.join(label_dir, _stem(file_name) + ".txt")
         rows = _read_yolo_rows(path, len(categories)) if os.path.exists(path) else np.zeros((0, 5))
         cx, cy, w, h = (rows[:, i] for i in range(1, 5))

@@ -7,8 +7,8 @@ divided by the image size.  Training minimises the notes' multi-task loss
 
     L = alpha * CE(class) + (1 - alpha) * R(box),   R = smooth-L1 (or L2),
 
-on generated scenes with exactly one object (``data.name: scenes``).  The task is registered
-as ``localization``: ``vislab train configs/localization.yaml``, ``vislab evaluate RUN_DIR``.
+on generated scenes with exactly one object (``data.name: scenes``).  The task that trains it
+is :mod:`vislab.tasks.localization`: ``vislab train localization``, ``vislab evaluate RUN_DIR``.
 
 ``model.kwargs`` holds the backbone's arguments plus the localiser's own: ``alpha`` (0.5),
 ``box_loss`` (``smooth_l1`` or ``l2``), ``beta`` (smooth-L1's switch point, in image fractions:
@@ -20,21 +20,14 @@ counts) and ``seed``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import os
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislab.config import Config
-from vislab.data.loader import to_tensor
 from vislab.detection.boxes import box_convert, box_iou, clip_boxes_to_image
-from vislab.detection.scenes import SceneConfig, SceneSet, make_scenes
-from vislab.engine.tasks import Task, register_task
+from vislab.detection.scenes import SceneConfig, SceneSet
 from vislab.errors import UserError
 
 HEAD_KWARGS = {"box_hidden": 256, "box_grid": 4, "alpha": 0.5, "box_loss": "smooth_l1", "beta": 0.05}
@@ -110,27 +103,6 @@ def decode_boxes(t: Tensor, size: tuple[int, int]) -> Tensor:
                                            "cxcywh", "xyxy"), size)
 
 
-def build_model(cfg: Config, stats: dict) -> Localizer:
-    """The backbone ``model.name`` (sized as for classification) with a box head; the keys of
-    ``model.kwargs`` named in :data:`HEAD_KWARGS` go to the localiser, the rest to the backbone."""
-    from vislab.engine.classification import build_model as build_classifier
-    kw = dict(cfg.model.kwargs)
-    head = {k: kw.pop(k, v) for k, v in HEAD_KWARGS.items()}
-    plain = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, kwargs=kw))
-    backbone = build_classifier(plain, stats)
-    cfg.model.kwargs = {**plain.model.kwargs, **head}      # fully resolved, as classification does
-    return Localizer(backbone, stats["in_chans"], tuple(stats["image_size"]), **head)
-
-
-def loss_fn(cfg: Config, model: Localizer):
-    """The localiser's own multi-task loss, with ``train.label_smoothing`` on the class term."""
-    return lambda out, y: model.loss(out, y, cfg.train.label_smoothing)
-
-
-def correct(out: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
-    return (out[0].argmax(1) == y[:, 0].long()).sum()
-
-
 # --------------------------------------------------------------------------- data
 
 def scene_options(kwargs: dict) -> tuple[SceneConfig, dict]:
@@ -159,27 +131,6 @@ def scene_tensors(scenes: SceneSet) -> tuple[Tensor, Tensor, list[int]]:
     labels = torch.stack([scenes.targets[i]["labels"][0] for i in keep]).float()
     boxes = encode_boxes(torch.cat([scenes.targets[i]["boxes"] for i in keep]), size)
     return scenes.images[keep], torch.cat((labels[:, None], boxes), 1), keep
-
-
-def prepare(cfg: Config, device: torch.device, val_indices: np.ndarray | None = None):
-    """Train and val scenes (one object each) as normalised tensors with ``(N, 5)`` targets."""
-    from vislab.engine.classification import Prepared
-    if cfg.data.name != "scenes":
-        raise UserError(f"the localization task generates its images: set data.name: scenes (not "
-                        f"{cfg.data.name!r}) and the scene options in data.kwargs")
-    if val_indices is not None:
-        raise UserError("cross-validation (--folds) is not available for localisation; it has its own val scenes")
-    config, opts = scene_options(cfg.data.kwargs)
-    n_train = min(opts["train"], cfg.data.limit_train or opts["train"])
-    train = make_scenes("train", n_train, config, opts["seed"], cfg.data.root)
-    val = make_scenes("val", opts["val"], config, opts["seed"], cfg.data.root)
-    (tx, ty, _), (vx, vy, _) = scene_tensors(train), scene_tensors(val)
-    x = tx.float() / 255
-    mean, std = x.mean((0, 2, 3)).tolist(), [max(s, 1e-6) for s in x.std((0, 2, 3)).tolist()]
-    stats = {"mean": mean, "std": std, "classes": list(train.categories), "in_chans": 3,
-             "image_size": list(config.image_size), "dataset": "scenes", "scenes": opts}
-    return Prepared(to_tensor(tx.numpy(), mean, std, device), ty.to(device),
-                    to_tensor(vx.numpy(), mean, std, device), vy.to(device), stats)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -217,15 +168,6 @@ def localisation_metrics(logits: Tensor, boxes: Tensor, target: Tensor) -> dict[
             "loc_acc": float((hit & (iou >= 0.5)).float().mean())}
 
 
-def validate(model: nn.Module, loader, amp_dtype=None) -> dict[str, float]:
-    batches = list(loader)
-    logits, boxes = predict(model, (x for x, _ in batches), amp_dtype)
-    target = torch.cat([y.cpu() for _, y in batches])
-    m = localisation_metrics(logits, boxes, target)
-    return {"val_loss": float(F.cross_entropy(logits, target[:, 0].long())), "val_top1": m["top1"],
-            "val_miou": m["miou"], "val_loc_acc": m["loc_acc"]}
-
-
 def detections(logits: Tensor, boxes: Tensor, size: tuple[int, int]) -> list[dict[str, Tensor]]:
     """One box per image, scored for every class by its probability (best class first)."""
     probs = torch.softmax(logits, 1)
@@ -235,48 +177,5 @@ def detections(logits: Tensor, boxes: Tensor, size: tuple[int, int]) -> list[dic
             for i in range(len(logits))]
 
 
-def evaluate_run(run_dir: str, num_scenes: int | None = None, tta: bool = False,
-                 device: str = "auto") -> tuple[dict, dict, list]:
-    """Run a localisation run on generated test scenes: the report (accuracy, mean IoU,
-    localisation accuracy, the classification report of the class head, COCO's twelve numbers),
-    the ground truth as COCO and the detections as COCO results."""
-    from vislab.detection.detect import coco_files
-    from vislab.engine.run import load_run_model
-    from vislab.engine.trainer import resolve_device
-    from vislab.metrics.classification import classification_report
-    from vislab.metrics.detection import evaluate_detections
-    dev = resolve_device(device)
-    model, stats, cfg = load_run_model(run_dir, dev)
-    config, opts = scene_options(stats["scenes"])
-    test = make_scenes("test", num_scenes or opts["test"], config, opts["seed"], cfg.data.root)
-    images, target, keep = scene_tensors(test)
-    x = to_tensor(images.numpy(), stats["mean"], stats["std"], dev)
-    bs = cfg.train.eval_batch_size
-    logits, boxes = predict(model, (x[i:i + bs] for i in range(0, len(x), bs)), flip=tta)
-    size = tuple(stats["image_size"])
-    dets = detections(logits, boxes, size)
-    gts = [test.targets[i] for i in keep]
-    ev = evaluate_detections(dets, gts, stats["classes"])
-    report = classification_report(logits, target[:, 0].long(), stats["classes"])
-    report.update(localisation_metrics(logits, boxes, target))
-    report.update(task="localization", run_dir=run_dir, tta=tta, dataset="scenes", model=cfg.model.name,
-                  scenes=opts, coco=ev.as_dict(), per_category=ev.per_category())
-    report["summary"] = (f"{report['num_samples']} test scenes: accuracy {report['top1']:.4f}, mean IoU "
-                         f"{report['miou']:.4f}, localisation accuracy (class and IoU >= 0.5) "
-                         f"{report['loc_acc']:.4f}\n{ev.summary()}")
-    gt, results = coco_files(gts, dets, stats["classes"], size)
-    return report, gt, results
-
-
-def evaluate(run_dir: str, tta: bool = False, device: str = "auto") -> dict:
-    """``vislab evaluate``: :func:`evaluate_run` on the run's test scenes, written to
-    ``eval.json`` (and ``eval_gt.json`` / ``eval_detections.json`` for ``vislab eval-detections``)."""
-    from vislab.engine.checkpoint import atomic_write_text
-    report, gt, results = evaluate_run(run_dir, None, tta, device)
-    atomic_write_text(os.path.join(run_dir, "eval_gt.json"), json.dumps(gt))
-    atomic_write_text(os.path.join(run_dir, "eval_detections.json"), json.dumps(results))
-    atomic_write_text(os.path.join(run_dir, "eval.json"), json.dumps(report, indent=1))
-    return report
-
-
-register_task(Task("localization", prepare, build_model, loss_fn, validate, evaluate, correct, augment=False))
+__all__ = ["HEAD_KWARGS", "Localizer", "SCENE_DEFAULTS", "decode_boxes", "detections", "encode_boxes",
+           "localisation_metrics", "multitask_loss", "predict", "scene_options", "scene_tensors"]

@@ -2,6 +2,9 @@
 
 All take boxes ``Tensor[N, 4]`` as ``(x1, y1, x2, y2)`` and scores ``Tensor[N]``.  Equal scores
 are visited in index order (a stable sort), so results do not depend on the sorting algorithm.
+IoUs are computed as :func:`~vislab.detection.boxes.box_iou` computes them: float16 and bfloat16
+boxes in float32, as torchvision's NMS does under autocast.  Malformed input raises
+:class:`~vislab.detection.boxes.BoxError`, both a ``ValueError`` and torchvision's ``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -10,14 +13,34 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vislab.detection.boxes import box_iou
+from vislab.detection.boxes import BoxError, box_iou
 
 
 def _check(boxes: Tensor, scores: Tensor) -> None:
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
+        raise BoxError(f"boxes must have shape (N, 4) as (x1, y1, x2, y2), got {tuple(boxes.shape)}")
     if scores.shape != boxes.shape[:1]:
-        raise ValueError(f"scores must have shape ({boxes.shape[0]},), got {tuple(scores.shape)}")
+        raise BoxError(f"scores must have shape ({boxes.shape[0]},), one per box, "
+                       f"got {tuple(scores.shape)}")
+
+
+def _by_score(scores: Tensor) -> Tensor:
+    """Indices by decreasing score; equal scores in index order."""
+    return torch.sort(scores, descending=True, stable=True).indices
+
+
+def _greedy(boxes: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS over ``Tensor[N, 4]`` already sorted by decreasing score: the ``Tensor[N]``
+    bool mask of the kept boxes."""
+    # one IoU matrix, then a loop over the kept boxes only (on the CPU, where it is cheap)
+    over = (box_iou(boxes, boxes) > iou_threshold).cpu().numpy()
+    keep = np.zeros(len(boxes), dtype=bool)
+    suppressed = np.zeros(len(boxes), dtype=bool)
+    for i in range(len(boxes)):
+        if not suppressed[i]:
+            keep[i] = True
+            suppressed |= over[i]
+    return torch.from_numpy(keep).to(boxes.device)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -27,37 +50,33 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Returns the indices (``Tensor[K]`` int64) of the kept boxes, by decreasing score.
     """
     _check(boxes, scores)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    if len(order) == 0:
-        return order
-    b = boxes[order]
-    # one IoU matrix, then a loop over the kept boxes only (on the CPU, where it is cheap)
-    over = (box_iou(b, b) > iou_threshold).cpu().numpy()
-    suppressed = np.zeros(len(order), dtype=bool)
-    keep = []
-    for i in range(len(order)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= over[i]
-    return order[torch.as_tensor(keep, device=order.device)]
+    order = _by_score(scores)
+    return order[_greedy(boxes[order], iou_threshold)]
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    """NMS per category: boxes with different ``idxs`` never suppress each other.
+    """NMS per category: boxes with different ``idxs`` (``Tensor[N]``) never suppress each other.
 
-    Shifts each category's boxes by its own offset, larger than every coordinate, so that boxes
-    of different categories cannot overlap, then runs one :func:`nms`.
+    Runs the greedy pass on each category's boxes alone, as torchvision's per-class path does:
+    its coordinate trick (shift each category by ``k * (max + 1)``, run one NMS) gives the same
+    except where shifted coordinates round differently or go below -1, and takes one ``N x N``
+    IoU matrix where this takes one ``n_c x n_c`` per category.  Returns the kept
+    indices (``Tensor[K]`` int64) by decreasing score; empty ``boxes`` give an empty result
+    whatever the other arguments, as in torchvision.
     """
-    _check(boxes, scores)
-    if idxs.shape != scores.shape:
-        raise ValueError(f"idxs must have shape {tuple(scores.shape)}, got {tuple(idxs.shape)}")
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    b = boxes if boxes.is_floating_point() else boxes.float()
-    span = b.max() - b.min() + 1
-    offsets = (idxs.to(b) * span)[:, None]
-    return nms(b + offsets, scores, iou_threshold)
+    _check(boxes, scores)
+    if idxs.shape != scores.shape:
+        raise BoxError(f"idxs must have shape {tuple(scores.shape)}, one category per box, "
+                       f"got {tuple(idxs.shape)}")
+    order = _by_score(scores)
+    categories = idxs[order]
+    keep = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+    for c in torch.unique(categories):
+        where = torch.nonzero(categories == c).flatten()      # positions in score order
+        keep[where] = _greedy(boxes[order[where]], iou_threshold)
+    return order[keep]
 
 
 def soft_nms(boxes: Tensor, scores: Tensor, method: str = "linear", iou_threshold: float = 0.3,

@@ -21,10 +21,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vislab.data.datasets import get_dataset_info, load_split
+from vislab.detection.formats import (
+    DetectionSet,
+    ImageAnnotations,
+    dataset_to_coco,
+    read_coco,
+)
 from vislab.errors import UserError
+from vislab.io import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.1                 # of the source's training split, for val scenes
@@ -94,7 +103,6 @@ def _source_items(source: str, split: str, data_dir: str | None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """The pool of a split: images ``(n, h, w)`` uint8, labels, their indices in the source
     split, and the class names."""
-    from vislab.data.datasets import get_dataset_info, load_split
     info = get_dataset_info(source)
     if info.in_chans != 1 or not info.classes:
         raise UserError(f"scenes need a grayscale data set whose items stand out from a black "
@@ -113,7 +121,6 @@ def _source_items(source: str, split: str, data_dir: str | None
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A textured canvas ``(h, w, 3)`` in ``[0, 1]``: a smooth colour field, a grating or plaid
     at a random frequency and angle, and pixel noise; kept dark so items stand out."""
-    from PIL import Image
     k = int(rng.integers(2, 6))
     low = rng.integers(0, 102, (k, k, 3), dtype=np.uint8)
     field = np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC), np.float32) / 255
@@ -128,7 +135,6 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _resize(item: np.ndarray, h: int, w: int) -> np.ndarray:
-    from PIL import Image
     return np.asarray(Image.fromarray(item).resize((w, h), Image.BILINEAR))
 
 
@@ -219,9 +225,6 @@ def write_scenes(scenes: SceneSet, out_dir: str, config: SceneConfig | None = No
     (the instance maps) and ``SPLIT.json`` (COCO, with RLE masks, ``file_name`` relative to
     ``out_dir``, each image's ``mask_file`` and each annotation's ``source_index``).  The JSON
     is written last, so its presence means the split is complete.  Returns its path."""
-    from PIL import Image
-    from vislab.detection.formats import DetectionSet, ImageAnnotations, dataset_to_coco
-    from vislab.engine.checkpoint import atomic_write_text
     split = scenes.split
     for sub in ("images", "masks"):
         os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
@@ -253,8 +256,6 @@ def _config_dict(config: SceneConfig) -> dict:
 
 def load_scenes(out_dir: str, split: str) -> SceneSet:
     """Read back a split written by :func:`write_scenes`."""
-    from PIL import Image
-    from vislab.detection.formats import read_coco
     path = os.path.join(out_dir, f"{split}.json")
     ds = read_coco(path)
     with open(path) as f:

@@ -34,9 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislab.data.datasets import ArrayDataset, DatasetInfo, register_dataset
+from vislab.analysis import convolutionalise
+from vislab.data.datasets import ArrayDataset
+from vislab.detection.datasets import WINDOW
 from vislab.detection.boxes import box_iou, clip_boxes_to_image
 from vislab.detection.nms import batched_nms
+from vislab.detection.scenes import load_scenes
 from vislab.errors import UserError
 from vislab.models import window_cnn  # noqa: F401  (registers the window_cnn model)
 
@@ -59,7 +62,7 @@ class PyramidConfig:
             steps of 2^(1/3).
         ratios: box shapes, height / width.
     """
-    window: int = 32
+    window: int = WINDOW
     margin: int = 4
     stride: int = 4
     scales: tuple[float, ...] = (1.7, 1.35, 1.07, 0.85, 0.67, 0.53, 0.42)
@@ -197,11 +200,10 @@ def select(boxes: Tensor, probs: Tensor, size: tuple[int, int], score_thr: float
 
 def convolutionalised(model: nn.Module, in_chans: int, config: PyramidConfig) -> nn.Module:
     """The fully convolutional copy of a window classifier, checked to step by ``config.stride``."""
-    from vislab.analysis import convolutionalise
     if not hasattr(model, "as_sequential"):
         raise UserError(f"{type(model).__name__} cannot be convolutionalised (its head is not "
                         "Flatten + Linear layers over unpadded convolutions); drop --conv, or "
-                        "train a window_cnn (configs/sliding_window.yaml)")
+                        "train a window_cnn (`vislab train sliding_window`)")
     if getattr(model, "stride", config.stride) != config.stride:
         raise UserError(f"the classifier steps by {model.stride} pixels but the pyramid by "
                         f"{config.stride}; they must agree for the convolutionalised path")
@@ -268,11 +270,10 @@ def window_patches(images: Tensor, targets: list[dict[str, Tensor]], background:
     return torch.cat(patches).numpy(), np.concatenate(labels)
 
 
-def _read_scene_patches(folder: str, split: str) -> ArrayDataset:
-    """``scene_patches`` reader: windows of the ``train`` scenes of a folder written by
-    ``vislab data make-scenes`` for the train split; those of its ``val`` scenes for the test
-    split (the folder's ``test`` scenes are kept for detection)."""
-    from vislab.detection.scenes import load_scenes
+def scene_patches(folder: str, split: str) -> ArrayDataset:
+    """The ``scene_patches`` data set (see :mod:`vislab.detection.datasets`): windows of the
+    ``train`` scenes of a folder written by ``vislab data make-scenes`` for the train split;
+    those of its ``val`` scenes for the test split."""
     source = "train" if split == "train" else "val"
     if not os.path.exists(os.path.join(folder, f"{source}.json")):
         raise UserError(f"{folder} has no {source}.json: scene_patches reads a scene folder; make "
@@ -283,11 +284,5 @@ def _read_scene_patches(folder: str, split: str) -> ArrayDataset:
     return ArrayDataset(x, y, classes, f"scene_patches:{folder}/{source}")
 
 
-register_dataset(DatasetInfo(
-    "scene_patches", (), 3, PyramidConfig.window, reader=_read_scene_patches,
-    description="32x32 windows of generated scenes, the items' classes + background: "
-                "data.root=DIR from `vislab data make-scenes DIR`"))
-
-
 __all__ = ["BACKGROUND", "Level", "PyramidConfig", "SlidingWindowDetector", "conv_scores",
-           "convolutionalised", "explicit_scores", "label_windows", "pyramid", "select", "window_patches"]
+           "convolutionalised", "explicit_scores", "label_windows", "pyramid", "scene_patches", "select", "window_patches"]

@@ -1,4 +1,4 @@
-"""Atomic writes, checkpoints that hold only tensors and plain values, and the RNG states that
+"""Checkpoints that hold only tensors and plain values, and the RNG states that
 make a resumed run bit-identical to an uninterrupted one."""
 
 from __future__ import annotations
@@ -6,47 +6,12 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 
 import numpy as np
 import torch
 
 from vislab.errors import UserError
-
-
-def _atomic(path: str, write) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())          # mkstemp makes 0600; give the usual mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    _atomic(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_torch_save(obj: dict, path: str) -> None:
-    _atomic(path, lambda f: torch.save(obj, f))
+from vislab.io import atomic_write_bytes
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:

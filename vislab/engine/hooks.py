@@ -2,7 +2,8 @@
 logging, plots) is one of these.  Each may keep state, saved in checkpoints for ``--resume``.
 
 Order matters and is the order of the list given to the trainer: validation before early
-stopping before checkpointing before logging.
+stopping before checkpointing before logging.  Plots of the curves are the report's business
+(``vislab.report.plots.plot_curves`` reads ``metrics.jsonl``), not the loop's.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import time
 from typing import TYPE_CHECKING
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 
-from vislab.engine.checkpoint import atomic_torch_save, atomic_write_text
+from vislab.io import atomic_torch_save, atomic_write_text
 
 if TYPE_CHECKING:
     from vislab.engine.trainer import Trainer
@@ -56,7 +59,6 @@ class EMAHook(Hook):
     ``theta_ema <- d * theta_ema + (1 - d) * theta``."""
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
     def after_step(self, t: Trainer) -> None:
@@ -150,7 +152,6 @@ class LoggerHook(Hook):
     def before_epoch(self, t: Trainer) -> None:
         self.t0, self.seen0 = time.perf_counter(), t.seen
         if self.progress:
-            from tqdm import tqdm
             self.bar = tqdm(total=t.steps_per_epoch, desc=f"epoch {t.epoch + 1}/{t.max_epochs}",
                             leave=False, file=sys.stderr, disable=None, dynamic_ncols=True)
 
@@ -206,16 +207,5 @@ def _truncate_log(path: str, epoch: int) -> None:
     atomic_write_text(path, "".join(rows))
 
 
-class PlotHook(Hook):
-    """After training: loss and accuracy curves (train and val) as PNG in ``plots/``."""
-
-    def __init__(self, run_dir: str) -> None:
-        self.run_dir = run_dir
-
-    def after_train(self, t: Trainer) -> None:
-        from vislab.report.plots import plot_curves
-        plot_curves(os.path.join(self.run_dir, "metrics.jsonl"), os.path.join(self.run_dir, "plots"))
-
-
 __all__ = ["Hook", "SchedulerHook", "EMAHook", "EvalHook", "EarlyStopHook", "CheckpointHook",
-           "LoggerHook", "PlotHook"]
+           "LoggerHook"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 from collections.abc import Callable, Iterable
 
 import torch
@@ -19,20 +20,6 @@ from vislab.errors import UserError
 
 class NonFiniteLossError(UserError):
     """The loss became NaN or infinite; the last checkpoint is left as it was."""
-
-
-def split_outputs(out) -> tuple[Tensor, list[Tensor]]:
-    """Main logits and auxiliary logits from a model's output: a tensor, a tuple
-    ``(logits, aux...)`` or a mapping with ``'logits'`` and ``'aux_logits'``."""
-    if isinstance(out, Tensor):
-        return out, []
-    if isinstance(out, dict):
-        aux = out.get("aux_logits") or []
-        return out["logits"], list(aux) if isinstance(aux, (list, tuple)) else [aux]
-    if isinstance(out, (tuple, list)):
-        rest = [o for o in out[1:] if o is not None]
-        return out[0], rest
-    raise TypeError(f"cannot read logits from model output of type {type(out).__name__}")
 
 
 class Trainer:
@@ -166,45 +153,8 @@ class Trainer:
         self.loader.gen.set_state(state["loader_rng"])
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, loader, amp_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-    """All logits (float32, CPU) and labels of a loader, in eval mode; train mode is restored."""
-    was_training = model.training
-    model.eval()
-    outs, labels = [], []
-    try:
-        for x, y in loader:
-            ctx = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-            with ctx:
-                outs.append(split_outputs(model(x))[0].float().cpu())
-            labels.append(y.cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(outs), torch.cat(labels)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; anything else must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("device 'mps' is not available here; use --device cpu")
-    return dev
-
-
 def set_determinism(seed: int, deterministic: bool) -> None:
     """Seed every generator; with ``deterministic`` also force deterministic kernels."""
-    import random
 
     import numpy as np
     random.seed(seed)

@@ -5,7 +5,7 @@ and PCA maps).  Every function takes any ``nn.Module`` (a layer by name) and lea
 gradients or mode changes behind.  :func:`explain` runs a method on a trained run.
 
 The names below are imported on first use, so that ``vislab --help`` (which imports
-``vislab.explain.cli``) does not load torch for them.
+``vislab.cli.explain``) does not load torch for them.
 """
 
 import importlib

@@ -27,8 +27,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vislab.errors import UserError
-from vislab.explain.hooks import (Target, as_spatial, capture, class_targets, default_layer,
-                                  get_layer, inspecting, layer_gradient)
+from vislab.explain.hooks import (
+    Target,
+    as_spatial,
+    capture,
+    class_targets,
+    default_layer,
+    get_layer,
+    inspecting,
+    layer_gradient,
+)
 from vislab.models.base import Classifier
 
 

@@ -12,12 +12,34 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vislab.data.datasets import load_split
+from vislab.data.formats import load_image
 from vislab.errors import UserError
+from vislab.explain.activation_max import maximize_activation
+from vislab.explain.cam import class_maps, grad_cam, normalize, upsample
+from vislab.explain.filters import dead_filters, filter_images, first_conv
+from vislab.explain.hooks import class_targets, default_layer, inspecting, output_shapes
+from vislab.explain.latent import (
+    embed,
+    nearest_neighbours,
+    pca_2d,
+    precision_at_k,
+    tsne_2d,
+)
+from vislab.explain.localization import localize, place_on_canvas
+from vislab.explain.patches import top_patches
+from vislab.explain.saliency import input_gradient, saliency_map, smooth_grad
+from vislab.io import atomic_write_text
+from vislab.report.plots import plot_heatmaps, plot_image_grid, plot_scatter
+
+if TYPE_CHECKING:
+    from vislab.tasks.trained import TrainedRun
 
 
 @dataclass
@@ -45,22 +67,18 @@ class Result:
 
 
 class RunContext:
-    """A trained run's model, data statistics and data set, with the conversions between the
-    model's normalised inputs, uint8 images and displayable ``[0, 1]`` arrays."""
+    """A trained run (a :class:`vislab.tasks.TrainedRun`) seen by the explanation methods: its
+    model, classes and normalisation, its data set's splits (read once), and where outputs go."""
 
-    def __init__(self, run_dir: str, device: str = "auto") -> None:
-        from vislab.config import config_from_run
-        from vislab.engine.run import load_run_model
-        from vislab.engine.trainer import resolve_device
-        task = config_from_run(run_dir).task
-        if task != "classification":
-            raise UserError(f"{run_dir} is a {task} run; the explanation methods and the report are "
-                            "for classification runs")
-        self.run_dir = run_dir
-        self.device = resolve_device(device)
-        self.model, self.stats, self.cfg = load_run_model(run_dir, self.device)
-        self.classes: list[str] = list(self.stats["classes"])
-        self.out_dir = os.path.join(run_dir, "explain")
+    def __init__(self, run: TrainedRun) -> None:
+        if run.task.name != "classification":
+            raise UserError(f"{run.run_dir} is a {run.task.name} run; the explanation methods are for "
+                            "classification runs")
+        self.run = run
+        self.run_dir, self.model, self.device, self.cfg = run.run_dir, run.model, run.device, run.config
+        self.info, self.norm = run.info, run.info.norm
+        self.classes: list[str] = list(run.info.classes)
+        self.out_dir = os.path.join(run.run_dir, "explain")
         self._splits: dict = {}
 
     def path(self, name: str) -> str:
@@ -69,23 +87,15 @@ class RunContext:
 
     def to_input(self, images: np.ndarray) -> Tensor:
         """uint8 ``(N, C, H, W)`` -> the model's normalised float input on its device."""
-        from vislab.data.loader import to_tensor
-        return to_tensor(images, self.stats["mean"], self.stats["std"], self.device)
+        return self.norm.from_uint8(images, self.device)
 
     def to_display(self, x: Tensor) -> np.ndarray:
         """Normalised input -> ``[0, 1]`` float ``(N, C, H, W)`` numpy."""
-        m = torch.tensor(self.stats["mean"]).view(1, -1, 1, 1)
-        s = torch.tensor(self.stats["std"]).view(1, -1, 1, 1)
-        return (x.detach().float().cpu() * s + m).clamp(0, 1).numpy()
-
-    def black(self) -> float:
-        """The normalised value of a black pixel (first channel), for padding."""
-        return -self.stats["mean"][0] / self.stats["std"][0]
+        return self.norm.denormalize(x.detach().float().cpu()).clamp(0, 1).numpy()
 
     def split(self, name: str):
         """``'train'`` or ``'test'`` of the run's data set (uint8, cached)."""
         if name not in self._splits:
-            from vislab.data.datasets import load_split
             self._splits[name] = load_split(self.cfg.data.name, name, self.cfg.data.root)
         return self._splits[name]
 
@@ -96,7 +106,6 @@ class RunContext:
 
     def images(self, specs: list[str]) -> tuple[Tensor, list[int | None], list[str]]:
         """Model input, labels (None for files) and names of the images named by ``specs``."""
-        from vislab.data.formats import load_image
         arrays, labels, names = [], [], []
         for spec in specs:
             split, _, rest = spec.partition(":")
@@ -107,7 +116,7 @@ class RunContext:
                     labels.append(int(d.labels[i]))
                     names.append(f"{split}:{i}")
             else:
-                arrays.append(load_image(spec, self.stats["in_chans"], tuple(self.stats["image_size"])))
+                arrays.append(load_image(spec, self.info.in_chans, self.info.image_size))
                 labels.append(None)
                 names.append(os.path.basename(spec))
         if not arrays:
@@ -127,13 +136,11 @@ class RunContext:
 
     def predict(self, x: Tensor) -> Tensor:
         """Class probabilities ``(N, K)`` on the CPU."""
-        from vislab.explain.hooks import inspecting
         with torch.no_grad(), inspecting(self.model):
             return torch.cat([torch.softmax(self.model(x[i:i + 512]).float(), 1).cpu()
                               for i in range(0, len(x), 512)])
 
     def write_json(self, name: str, data: dict) -> str:
-        from vislab.engine.checkpoint import atomic_write_text
         path = self.path(name)
         atomic_write_text(path, json.dumps(data, indent=1))
         return path
@@ -176,10 +183,6 @@ def _describe(ctx: RunContext, names: list[str], labels: list[int | None], probs
 
 def _map_method(name: str) -> Callable[[RunContext, Options], Result]:
     def run(ctx: RunContext, opts: Options) -> Result:
-        from vislab.explain.cam import class_maps, normalize, upsample
-        from vislab.explain.hooks import class_targets, default_layer
-        from vislab.explain.saliency import input_gradient, saliency_map, smooth_grad
-        from vislab.report.plots import plot_heatmaps
         x, labels, names = ctx.images(opts.images)
         probs = ctx.predict(x)
         targets = class_targets(probs, ctx.class_index(opts.target)).to(ctx.device)
@@ -205,8 +208,6 @@ for _name in ("cam", "gradcam", "gradcam++", "augmented-gradcam", "saliency", "s
 
 @_method("mistakes")
 def _mistakes(ctx: RunContext, opts: Options) -> Result:
-    from vislab.explain.cam import grad_cam, normalize, upsample
-    from vislab.report.plots import plot_heatmaps
     x, y = ctx.sample("test", opts.limit or len(ctx.split("test").labels))
     probs = ctx.predict(x)
     conf, pred = probs.max(1)
@@ -228,8 +229,6 @@ def _mistakes(ctx: RunContext, opts: Options) -> Result:
 
 @_method("filters")
 def _filters(ctx: RunContext, opts: Options) -> Result:
-    from vislab.explain.filters import dead_filters, filter_images, first_conv
-    from vislab.report.plots import plot_image_grid
     if callable(getattr(ctx.model, "templates", None)):          # the linear classifier
         w = ctx.model.templates().float().cpu().numpy()
         path = plot_image_grid(w, ctx.classes, ctx.path("filters.png"), cols=min(10, len(w)))
@@ -253,12 +252,10 @@ def _filters(ctx: RunContext, opts: Options) -> Result:
 
 @_method("patches")
 def _patches(ctx: RunContext, opts: Options) -> Result:
-    from vislab.explain.patches import top_patches
-    from vislab.report.plots import plot_image_grid
     layer = opts.layer or _middle_stage(ctx)
     unit = opts.unit or 0
     x, y = ctx.sample("test", opts.limit or 2000)
-    top = top_patches(ctx.model, x, layer, unit, opts.k, fill=ctx.black())
+    top = top_patches(ctx.model, x, layer, unit, opts.k, fill=ctx.norm.black)
     titles = [f"test:{int(i)} {ctx.classes[int(y[i])]}\n{v:.2f}" for i, v in zip(top.indices, top.values)]
     shown = ctx.to_display(top.patches)
     path = plot_image_grid(shown, titles, ctx.path(f"patches-{layer}-{unit}.png"), cols=min(8, len(shown)))
@@ -278,12 +275,9 @@ def _middle_stage(ctx: RunContext) -> str:
 
 @_method("maximize")
 def _maximize(ctx: RunContext, opts: Options) -> Result:
-    from vislab.explain.activation_max import maximize_activation
-    from vislab.explain.hooks import output_shapes
-    from vislab.report.plots import plot_image_grid
-    shape = (ctx.stats["in_chans"], *ctx.stats["image_size"])
-    lo = [-m / s for m, s in zip(ctx.stats["mean"], ctx.stats["std"])]
-    hi = [(1 - m) / s for m, s in zip(ctx.stats["mean"], ctx.stats["std"])]
+    shape = (ctx.info.in_chans, *ctx.info.image_size)
+    lo = [-m / s for m, s in zip(ctx.norm.mean, ctx.norm.std)]
+    hi = [(1 - m) / s for m, s in zip(ctx.norm.mean, ctx.norm.std)]
     if opts.layer is None:
         c = ctx.class_index(opts.target)
         units = [c] if c is not None else list(range(min(len(ctx.classes), 10)))
@@ -309,12 +303,9 @@ def _maximize(ctx: RunContext, opts: Options) -> Result:
 
 @_method("localize")
 def _localize(ctx: RunContext, opts: Options) -> Result:
-    from vislab.explain.cam import class_maps, normalize
-    from vislab.explain.localization import localize, place_on_canvas
-    from vislab.report.plots import plot_heatmaps
     test = ctx.split("test")
     n = opts.limit or 500
-    size = opts.canvas or 2 * max(ctx.stats["image_size"])
+    size = opts.canvas or 2 * max(ctx.info.image_size)
     canvases, boxes = place_on_canvas(test.images[:n], size, opts.seed)
     x, labels = ctx.to_input(canvases), torch.from_numpy(test.labels[:n])
     try:
@@ -341,8 +332,6 @@ def _localize(ctx: RunContext, opts: Options) -> Result:
 
 @_method("retrieval")
 def _retrieval(ctx: RunContext, opts: Options) -> Result:
-    from vislab.explain.latent import embed, nearest_neighbours, precision_at_k
-    from vislab.report.plots import plot_image_grid
     gallery_x, gallery_y = ctx.sample("train", opts.limit or 5000)
     g = embed(ctx.model, gallery_x, opts.layer)
     x, labels, names = ctx.images(opts.images)
@@ -367,8 +356,6 @@ def _retrieval(ctx: RunContext, opts: Options) -> Result:
 
 def _map_2d(kind: str) -> Callable[[RunContext, Options], Result]:
     def run(ctx: RunContext, opts: Options) -> Result:
-        from vislab.explain.latent import embed, pca_2d, tsne_2d
-        from vislab.report.plots import plot_scatter
         x, y = ctx.sample("test", opts.limit or 1000)
         e = embed(ctx.model, x, opts.layer)
         points = tsne_2d(e, seed=opts.seed) if kind == "tsne" else pca_2d(e)
@@ -382,12 +369,11 @@ _method("tsne")(_map_2d("tsne"))
 _method("pca")(_map_2d("pca"))
 
 
-def explain(run_dir: str | RunContext, method: str, options: Options | None = None,
-            device: str = "auto") -> Result:
+def explain(run: TrainedRun | RunContext, method: str, options: Options | None = None) -> Result:
     """Run ``method`` (one of :data:`METHODS`) on a trained run and write its outputs."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    ctx = run_dir if isinstance(run_dir, RunContext) else RunContext(run_dir, device)
+    ctx = run if isinstance(run, RunContext) else RunContext(run)
     return METHODS[method](ctx, options or Options())
 
 

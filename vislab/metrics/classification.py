@@ -51,11 +51,14 @@ def auc(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def one_vs_rest_roc(labels: np.ndarray, probs: np.ndarray) -> dict[int, dict]:
-    """ROC and AUC of each class against the rest."""
+    """ROC and AUC of each class against the rest.  The AUC is ``None`` (undefined, as in
+    scikit-learn) for a class with no positive or no negative sample."""
     out = {}
     for c in range(probs.shape[1]):
-        fpr, tpr, _ = roc_curve(labels == c, probs[:, c])
-        out[c] = {"fpr": fpr, "tpr": tpr, "auc": auc(fpr, tpr)}
+        positive = labels == c
+        fpr, tpr, _ = roc_curve(positive, probs[:, c])
+        defined = 0 < positive.sum() < len(positive)
+        out[c] = {"fpr": fpr, "tpr": tpr, "auc": auc(fpr, tpr) if defined else None}
     return out
 
 
@@ -83,14 +86,17 @@ def classification_report(logits: Tensor, labels: Tensor, classes: list[str]) ->
     prf = per_class_prf(cm)
     roc = one_vs_rest_roc(y, probs)
     nll = float(torch.nn.functional.cross_entropy(logits.float(), labels))
+    aucs = [roc[i]["auc"] for i in range(k)]
+    defined = [a for a in aucs if a is not None]
     return {
         "num_samples": int(len(y)),
         "top1": acc[1], "top5": acc[5], "loss": nll,
         "per_class": {c: {"precision": float(prf["precision"][i]), "recall": float(prf["recall"][i]),
                           "f1": float(prf["f1"][i]), "support": int(prf["support"][i]),
-                          "auc": roc[i]["auc"]} for i, c in enumerate(classes)},
+                          "auc": aucs[i]} for i, c in enumerate(classes)},
         "macro_f1": float(prf["f1"].mean()),
-        "macro_auc": float(np.mean([roc[i]["auc"] for i in range(k)])),
+        "macro_auc": float(np.mean(defined)) if defined else None,   # over the classes with an AUC
+        "auc_undefined": [c for c, a in zip(classes, aucs) if a is None],
         "confusion": cm.tolist(),
         "classes": list(classes),
         "most_confused": most_confused(cm, classes),

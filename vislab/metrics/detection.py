@@ -23,12 +23,13 @@ pycocotools' (tests check 1e-9 on random data); one difference: pycocotools trea
 whose annotation ``id`` is 0 as unmatched, vislab does not look at ids.
 
 Only box evaluation (``iou_type='bbox'``) is here; mask IoU comes with the segmentation module.
+Inputs are in memory: :class:`BoxTable` objects, or per-image dicts of arrays or tensors as the
+detectors return them.  COCO files are read by :mod:`vislab.detection.formats` (its
+``coco_evaluate`` takes files), and :func:`vislab.report.plots.plot_pr_curves` draws the curves.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -125,105 +126,6 @@ def _mean_valid(s: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- inputs
-
-def load_coco_ground_truth(gt: Mapping | str | os.PathLike) -> tuple[BoxTable, list, list, list[str]]:
-    """Read a COCO ground-truth dict or JSON file.
-
-    Returns the box table, the image ids (sorted: their order is the table's ``image`` index),
-    the category ids (sorted) and the category names.
-    """
-    data = _read_json(gt, "ground truth") if not isinstance(gt, Mapping) else gt
-    if not isinstance(data, Mapping) or not all(k in data for k in ("images", "annotations", "categories")):
-        raise UserError("a COCO ground-truth file needs the keys 'images', 'annotations' and "
-                        "'categories'; did you swap the ground truth and the predictions?")
-    try:
-        image_ids = sorted({im["id"] for im in data["images"]})
-        cats = sorted((c["id"], str(c.get("name", c["id"]))) for c in data["categories"])
-    except (KeyError, TypeError) as e:
-        raise UserError(f"COCO ground truth: an image or category lacks its 'id' ({e}); fix the file") from None
-    image_index = {i: n for n, i in enumerate(image_ids)}
-    cat_index = {c: n for n, (c, _) in enumerate(cats)}
-    anns = data["annotations"]
-    img, cat, boxes, area, crowd = [], [], [], [], []
-    for n, a in enumerate(anns):
-        try:
-            img.append(image_index[a["image_id"]])
-        except KeyError:
-            raise UserError(f"annotation {n} refers to image {a.get('image_id')!r}, which is not "
-                            "among the file's 'images'; add the image or drop the annotation") from None
-        try:
-            cat.append(cat_index[a["category_id"]])
-        except KeyError:
-            raise UserError(f"annotation {n} has category {a.get('category_id')!r}, which is not "
-                            "among the file's 'categories'; add it or fix the annotation") from None
-        b = a.get("bbox")
-        if not isinstance(b, (list, tuple)) or len(b) != 4:
-            raise UserError(f"annotation {n}: 'bbox' must be [x, y, width, height], got {b!r}")
-        if b[2] < 0 or b[3] < 0:
-            raise UserError(f"annotation {n}: box {b} has a negative width or height; COCO "
-                            "boxes are [x, y, width, height], not corners")
-        boxes.append(b)
-        area.append(a.get("area", b[2] * b[3]))
-        crowd.append(bool(a.get("iscrowd", 0)))
-    table = BoxTable(np.asarray(img, np.int64), np.asarray(cat, np.int64),
-                     np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(area, np.float64),
-                     iscrowd=np.asarray(crowd, bool))
-    return table, image_ids, [c for c, _ in cats], [name for _, name in cats]
-
-
-def load_coco_results(results: Sequence | str | os.PathLike, image_ids: Sequence,
-                      category_ids: Sequence) -> BoxTable:
-    """Read COCO results (a list of ``{image_id, category_id, bbox, score}``, or its JSON file)
-    against the ground truth's image and category ids."""
-    data = _read_json(results, "results") if isinstance(results, (str, os.PathLike)) else results
-    if not isinstance(data, (list, tuple)):
-        raise UserError("COCO results must be a JSON list of {image_id, category_id, bbox, "
-                        "score}; did you pass a ground-truth file as the predictions?")
-    image_index = {i: n for n, i in enumerate(image_ids)}
-    cat_index = {c: n for n, c in enumerate(category_ids)}
-    try:
-        img = np.fromiter((image_index[r["image_id"]] for r in data), np.int64, len(data))
-        cat = np.fromiter((cat_index[r["category_id"]] for r in data), np.int64, len(data))
-        boxes = np.asarray([r["bbox"] for r in data], np.float64).reshape(len(data), 4)
-        score = np.fromiter((r["score"] for r in data), np.float64, len(data))
-    except (KeyError, TypeError, ValueError):
-        raise UserError(_bad_result(data, image_index, cat_index)) from None
-    return BoxTable(img, cat, boxes, boxes[:, 2] * boxes[:, 3], score=score)
-
-
-def _bad_result(data: Sequence, image_index: Mapping, cat_index: Mapping) -> str:
-    for n, r in enumerate(data):
-        if not isinstance(r, Mapping) or not all(k in r for k in ("image_id", "category_id", "bbox", "score")):
-            return f"result {n} must have 'image_id', 'category_id', 'bbox' and 'score', got {r!r}"
-        if r["image_id"] not in image_index:
-            return (f"result {n} is for image {r['image_id']!r}, which the ground truth does not "
-                    "have; the results belong to another data set or split")
-        if r["category_id"] not in cat_index:
-            return (f"result {n} has category {r['category_id']!r}, which the ground truth does "
-                    "not have; map the model's labels to the file's category ids")
-        if not isinstance(r["bbox"], (list, tuple)) or len(r["bbox"]) != 4:
-            return f"result {n}: 'bbox' must be [x, y, width, height], got {r['bbox']!r}"
-    return "the results are not a list of {image_id, category_id, bbox, score} with numbers"
-
-
-def _read_json(path: str | os.PathLike, what: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError as e:
-        raise UserError(f"cannot read the {what} file {os.fspath(path)}: {e.strerror}; check the path") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"the {what} file {os.fspath(path)} is not valid JSON ({e}); fix or regenerate it") from None
-
-
-def coco_evaluate(gt: Mapping | str | os.PathLike, results: Sequence | str | os.PathLike) -> CocoEvaluation:
-    """COCO box evaluation of ``results`` (a results list or JSON file) against ``gt`` (a COCO
-    dict or JSON file)."""
-    table, image_ids, category_ids, names = load_coco_ground_truth(gt)
-    dets = load_coco_results(results, image_ids, category_ids)
-    precision, recall = evaluate_tables(table, dets, len(image_ids), len(category_ids))
-    return CocoEvaluation(precision, recall, names)
-
 
 def tables_from_tensors(predictions: Sequence[Mapping], targets: Sequence[Mapping]) -> tuple[BoxTable, BoxTable]:
     """Box tables ``(detections, ground truth)`` from per-image dicts as the detectors use them:
@@ -528,22 +430,3 @@ def voc_evaluate_tables(gt: BoxTable, dt: BoxTable, num_images: int, categories:
         curves[name] = (rec, prec)
     return VocEvaluation(ap, curves, names)
 
-
-def plot_pr_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str, title: str = "") -> str:
-    """One PNG with a precision-recall curve per category (and their mean when the curves share
-    recall points, as COCO's do)."""
-    from vislab.report.plots import pyplot, save_figure
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for name, (rec, prec) in curves.items():
-        ax.plot(rec, prec, lw=1, alpha=0.7, label=name)
-    shapes = {len(r) for r, _ in curves.values()}
-    if len(curves) > 1 and len(shapes) == 1:
-        rec = next(iter(curves.values()))[0]
-        if all(np.array_equal(r, rec) for r, _ in curves.values()):
-            ax.plot(rec, np.mean([p for _, p in curves.values()], axis=0), "k", lw=2.5, label="mean")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    if len(curves) <= 20:
-        ax.legend(fontsize=7, loc="lower left")
-    return save_figure(fig, path)

@@ -32,7 +32,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from vislab.models.base import Classifier
+from vislab.models.base import Classifier, aux_output
 from vislab.models.layers import ConvNormAct, init_weights
 from vislab.models.registry import register_model
 
@@ -48,11 +48,6 @@ INCEPTION_V1: dict[str, tuple[int, int, int, int, int, int, int]] = {
     "inception5a": (832, 256, 160, 320, 32, 128, 128),
     "inception5b": (832, 384, 192, 384, 48, 128, 128),
 }
-
-
-def aux_outputs(logits: Tensor, aux_logits: list[Tensor]) -> dict[str, Tensor | tuple[Tensor, ...]]:
-    """What a model with auxiliary classifiers returns in training mode."""
-    return {"logits": logits, "aux_logits": tuple(aux_logits)}
 
 
 class Inception(nn.Module):
@@ -159,7 +154,7 @@ class GoogLeNet(Classifier):
             x = block(x)
             if name in self._aux_taps:
                 aux.append(getattr(self, self._aux_taps[name])(x))
-        return aux_outputs(self.forward_head(x), aux)
+        return aux_output(self.forward_head(x), aux)
 
 
 @register_model
@@ -169,4 +164,4 @@ def googlenet(num_classes: int = 1000, in_chans: int = 3, small_input: bool = Fa
     return GoogLeNet(num_classes, in_chans, aux_logits, small_input, **kwargs)
 
 
-__all__ = ["GoogLeNet", "INCEPTION_V1", "Inception", "InceptionAux", "aux_outputs"]
+__all__ = ["GoogLeNet", "INCEPTION_V1", "Inception", "InceptionAux"]

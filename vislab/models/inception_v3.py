@@ -28,8 +28,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from vislab.models.base import Classifier
-from vislab.models.googlenet import aux_outputs
+from vislab.models.base import Classifier, aux_output
 from vislab.models.layers import ConvNormAct, init_weights
 from vislab.models.registry import register_model
 
@@ -222,7 +221,7 @@ class InceptionV3(Classifier):
             x = block(x)
             if name == "Mixed_6e":
                 aux = self.aux(x)
-        return aux_outputs(self.forward_head(x), [aux])
+        return aux_output(self.forward_head(x), [aux])
 
 
 @register_model

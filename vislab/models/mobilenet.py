@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from vislab.errors import UserError
 from vislab.models.base import Classifier
-from vislab.models.layers import ConvNormAct, DropPath, SqueezeExcite, init_weights, make_divisible
+from vislab.models.layers import (
+    ConvNormAct,
+    DropPath,
+    SqueezeExcite,
+    init_weights,
+    make_divisible,
+)
 from vislab.models.registry import register_model
 
 # MobileNet v1 (paper Table 1) after the stem: (pointwise output channels, depthwise stride).

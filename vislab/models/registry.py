@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -51,14 +52,12 @@ create = create_model
 
 def model_accepts(name: str, arg: str) -> bool:
     """Whether the factory of ``name`` takes the keyword ``arg`` (e.g. ``img_size``)."""
-    import inspect
     return arg in inspect.signature(_factory(name)).parameters
 
 
 def default_kwargs(name: str) -> dict:
     """The factory's keyword defaults (besides ``num_classes`` and ``in_chans``), tuples as
     lists: what a run records so that it still loads after a default changes."""
-    import inspect
     out = {}
     for p in inspect.signature(_factory(name)).parameters.values():
         if p.name not in ("num_classes", "in_chans") and p.default is not inspect.Parameter.empty:

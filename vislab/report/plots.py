@@ -1,11 +1,14 @@
-"""PNG plots of a run: training curves, confusion matrix, ROC curves, class templates."""
+"""PNG plots of a run: training curves, confusion matrix, ROC and precision-recall curves, class templates."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
 import numpy as np
+
+from vislab.io import atomic_write_bytes
 
 
 def pyplot():
@@ -18,8 +21,6 @@ def pyplot():
 
 def save_figure(fig, path: str) -> str:
     """Write a figure as PNG atomically and close it."""
-    from vislab.engine.checkpoint import atomic_write_bytes
-    import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     pyplot().close(fig)
@@ -75,7 +76,8 @@ def plot_roc(roc: dict[int, dict], classes: list[str], path: str) -> str:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for c, r in roc.items():
-        ax.plot(r["fpr"], r["tpr"], lw=1, label=f"{classes[c]} (AUC {r['auc']:.3f})")
+        auc = "undefined" if r["auc"] is None else f"{r['auc']:.3f}"
+        ax.plot(r["fpr"], r["tpr"], lw=1, label=f"{classes[c]} (AUC {auc})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.5)
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")
@@ -151,4 +153,21 @@ def plot_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str], pat
     ax.set_yticks([])
     if len(classes) <= 20:
         ax.legend(fontsize=6, markerscale=3, loc="best")
+    return save_figure(fig, path)
+
+
+def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str, title: str = "") -> str:
+    """One PNG with a precision-recall curve ``(recall, precision)`` per category, and their mean
+    when all curves share their recall points (as COCO's 101 do)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, (rec, prec) in curves.items():
+        ax.plot(rec, prec, lw=1, alpha=0.7, label=name)
+    recalls = [r for r, _ in curves.values()]
+    if len(curves) > 1 and all(np.array_equal(r, recalls[0]) for r in recalls):
+        ax.plot(recalls[0], np.mean([p for _, p in curves.values()], axis=0), "k", lw=2.5, label="mean")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    if len(curves) <= 20:
+        ax.legend(fontsize=7, loc="lower left")
     return save_figure(fig, path)

@@ -6,7 +6,13 @@ from skimage import data
 from sklearn.ensemble import AdaBoostClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from vislab.classic.viola_jones.adaboost import AdaBoost, SortedFeatures, _sort_rows, fit_adaboost, predict
+from vislab.classic.viola_jones.adaboost import (
+    AdaBoost,
+    SortedFeatures,
+    _sort_rows,
+    fit_adaboost,
+    predict,
+)
 from vislab.classic.viola_jones.haar import feature_values, haar_features
 
 

@@ -8,7 +8,10 @@ from skimage import data
 from vislab.classic.viola_jones.cascade import Cascade, evaluate_windows
 from vislab.classic.viola_jones.detect import resize_linear_exact
 from vislab.classic.viola_jones.haar import haar_features
-from vislab.classic.viola_jones.opencv_xml import load_opencv_cascade, opencv_cascade_dir
+from vislab.classic.viola_jones.opencv_xml import (
+    load_opencv_cascade,
+    opencv_cascade_dir,
+)
 from vislab.errors import UserError
 
 

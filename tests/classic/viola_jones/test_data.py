@@ -2,9 +2,20 @@
 
 import cv2
 import numpy as np
+import pytest
+from skimage import data
 
-from vislab.classic.viola_jones.data import (augment_faces, generated_image, lfw_faces, lfw_nonfaces,
-                                             make_scene, make_scenes, negative_images)
+from vislab.classic.viola_jones.data import (
+    SAMPLE_NAMES,
+    augment_faces,
+    generated_image,
+    lfw_faces,
+    lfw_nonfaces,
+    make_scene,
+    make_scenes,
+    negative_images,
+    sample_image,
+)
 
 
 def test_face_splits_are_disjoint_and_complete():
@@ -61,3 +72,13 @@ def test_scenes_hold_the_faces_at_their_boxes():
         assert np.all(scene.image[~mask] == 128)
     first = make_scenes(2, seed=7)
     np.testing.assert_array_equal(first[1].image, make_scenes(2, seed=7)[1].image)
+
+
+def test_sample_images_are_opencvs_grey():
+    np.testing.assert_array_equal(sample_image("astronaut"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY))
+    np.testing.assert_array_equal(sample_image("camera"), data.camera())
+    np.testing.assert_array_equal(sample_image("motorcycle"),
+                                  cv2.cvtColor(data.stereo_motorcycle()[0], cv2.COLOR_RGB2GRAY))
+    assert all(sample_image(n).ndim == 2 and sample_image(n).dtype == np.uint8 for n in SAMPLE_NAMES)
+    with pytest.raises(ValueError, match="astronaut"):
+        sample_image("download_all")          # a scikit-image function, not an image

@@ -1,11 +1,24 @@
-"""Evaluation: precision/recall/AP on a hand-made case, and OpenCV vs vislab on the same cascade."""
+"""Evaluation: precision/recall/AP on a hand-made case, OpenCV vs vislab on the same cascade, and a run."""
 
+import json
+
+import cv2
 import numpy as np
 import pytest
 
 from vislab.classic.viola_jones.data import Scene, make_scenes
-from vislab.classic.viola_jones.evaluate import compare, precision_recall_ap
-from vislab.classic.viola_jones.opencv_xml import load_opencv_cascade, resolve_cascade_path
+from vislab.classic.viola_jones.evaluate import (
+    compare,
+    evaluate_run,
+    precision_recall_ap,
+)
+from vislab.classic.viola_jones.opencv_xml import (
+    load_opencv_cascade,
+    resolve_cascade_path,
+    save_opencv_cascade,
+)
+from vislab.classic.viola_jones.train import CASCADE_FILE, XML_FILE
+from vislab.errors import UserError
 
 
 def test_precision_recall_ap_by_hand():
@@ -38,3 +51,40 @@ def test_vislab_and_opencv_agree_on_opencvs_cascade():
     # lowering the last threshold below the cascade's own finds at least as many faces
     own = ours.roc_thresholds.index(float(cascade.stage_thresholds[-1]))
     assert ours.roc_detection_rate[0] >= ours.roc_detection_rate[own] == ours.recall
+
+
+def test_evaluate_run_writes_the_table_and_pictures(tmp_path):
+    """A run holding OpenCV's alt cascade cut to 12 stages: its table rows are OpenCV's own detector's."""
+    run = tmp_path / "run"
+    cascade = load_opencv_cascade("frontalface_alt").truncated(12)
+    cascade.save(run / CASCADE_FILE)
+    save_opencv_cascade(cascade, run / XML_FILE)
+    result = evaluate_run(run, scenes=2, seed=1, opencv_cascade="frontalface_alt", scale_factor=1.2,
+                          min_neighbors=2, roc_points=3)
+    assert json.loads((run / "eval.json").read_text()) == result.payload
+    ours, ours_cv, theirs, theirs_cv = result.payload["table"]
+    assert ours_cv["detector"] == "vislab cascade, OpenCV detector"
+    scenes = make_scenes(2, seed=1)
+    clf = cv2.CascadeClassifier(str(run / XML_FILE))
+    assert ours["detections"] == sum(len(clf.detectMultiScale(s.image, 1.2, 2)) for s in scenes) > 0
+    for a, b in ((ours, ours_cv), (theirs, theirs_cv)):
+        assert (a["precision"], a["recall"], a["AP50"], a["detections"]) == \
+            (b["precision"], b["recall"], b["AP50"], b["detections"])
+    assert result.payload["faces"] == sum(len(s.boxes) for s in scenes)
+    assert sorted(p.name for p in result.plots) == sorted(
+        ["vj_roc.png"] + [f"vj_{what}_{who}.png" for what in ("astronaut", "scene") for who in ("vislab", "opencv")])
+    assert all(p.stat().st_size > 1000 and p.parent == run / "plots" for p in result.plots)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "has no checkpoints/cascade.npz"),
+    ({"scenes": 0}, "at least 1"),
+    ({"scale_factor": 1.0}, "above 1"),
+])
+def test_evaluate_run_refuses_mistakes_before_writing(tmp_path, kwargs, message):
+    run = tmp_path / "run"
+    if kwargs:
+        load_opencv_cascade("frontalface_alt").truncated(2).save(run / CASCADE_FILE)
+    with pytest.raises(UserError, match=message):
+        evaluate_run(run, **kwargs)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == (["cascade.npz", "checkpoints", "run"] if kwargs else [])

@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from vislab.classic.viola_jones.haar import (SHAPES, feature_values, haar_features, normalisation,
-                                             pool_value_blocks, raw_feature_values, window_normalisation)
+from vislab.classic.viola_jones.haar import (
+    SHAPES,
+    feature_values,
+    haar_features,
+    normalisation,
+    pool_value_blocks,
+    raw_feature_values,
+    window_normalisation,
+)
 
 
 def _expected_count(w: int, h: int) -> int:

@@ -4,8 +4,13 @@ import cv2
 import numpy as np
 import pytest
 
-from vislab.classic.viola_jones.integral import (integral_image, rect_sum, squared_integral_image,
-                                                 tilted_integral_image, tilted_rect_sum)
+from vislab.classic.viola_jones.integral import (
+    integral_image,
+    rect_sum,
+    squared_integral_image,
+    tilted_integral_image,
+    tilted_rect_sum,
+)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 5), (31, 40)])

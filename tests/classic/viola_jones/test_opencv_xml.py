@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import skimage
 
-from vislab.classic.viola_jones.opencv_xml import (load_opencv_cascade, opencv_cascade_dir, opencv_cascade_names,
-                                                   resolve_cascade_path, save_opencv_cascade)
+from vislab.classic.viola_jones.opencv_xml import (
+    load_opencv_cascade,
+    opencv_cascade_dir,
+    opencv_cascade_names,
+    resolve_cascade_path,
+    save_opencv_cascade,
+)
 from vislab.errors import UserError
 
 

@@ -8,8 +8,19 @@ import pytest
 
 from vislab.classic.viola_jones.cascade import Cascade, evaluate_windows
 from vislab.classic.viola_jones.data import generated_image, lfw_faces, make_scenes
-from vislab.classic.viola_jones.detect import clip_rects, resize_linear_exact, scan_opencv
-from vislab.classic.viola_jones.train import NegativeSampler, TrainConfig, _stage_threshold
+from vislab.classic.viola_jones.detect import (
+    clip_rects,
+    resize_linear_exact,
+    scan_opencv,
+)
+from vislab.classic.viola_jones.train import (
+    CASCADE_FILE,
+    NegativeSampler,
+    TrainConfig,
+    _stage_threshold,
+    train_into_run,
+)
+from vislab.errors import UserError
 
 
 def test_stages_meet_their_targets(tiny_run):
@@ -56,3 +67,11 @@ def test_stage_threshold_keeps_the_fraction_d():
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad).validate()
+
+
+def test_a_run_with_a_cascade_is_kept_unless_overwrite(tiny_run):
+    before = {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*")}
+    with pytest.raises(UserError, match="already holds a cascade"):
+        train_into_run(tiny_run, TrainConfig(max_stages=1), overwrite=False)
+    assert {p: p.stat().st_mtime_ns for p in tiny_run.rglob("*")} == before
+    assert (tiny_run / CASCADE_FILE).is_file()

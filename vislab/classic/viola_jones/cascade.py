@@ -16,9 +16,9 @@ row stride, so each rectangle corner is one fixed offset from a window's origin:
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +26,8 @@ import numpy as np
 
 from vislab.classic.viola_jones.haar import HaarFeatures, window_normalisation
 from vislab.classic.viola_jones.integral import integral_image, tilted_integral_image
-from vislab.engine.checkpoint import atomic_write_bytes
 from vislab.errors import UserError
+from vislab.io import atomic_write_bytes
 
 FORMAT = "vislab-vj-cascade"
 VERSION = 1

@@ -16,17 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vislab.classic.viola_jones.detect import rgb_to_gray
+
 # scikit-image samples with no human or animal face (camera, astronaut, chelsea are left out)
 TRAIN_SAMPLES = ("brick", "grass", "gravel", "coins", "moon", "page", "text", "cell", "clock", "horse",
                  "immunohistochemistry", "logo", "microaneurysms", "retina", "checkerboard",
                  "shepp_logan_phantom", "colorwheel")
 TEST_SAMPLES = ("coffee", "rocket", "hubble_deep_field", "motorcycle")
+# every 2-D sample that ships with scikit-image (no download): the names `vj detect` accepts as images
+SAMPLE_NAMES = ("astronaut", "camera", "chelsea", "cat") + TRAIN_SAMPLES + TEST_SAMPLES
 _SPLIT_SEED = 2004   # the year of the journal version of Viola & Jones; fixes the face split
 _SPLITS = {"train": (0, 70), "val": (70, 85), "test": (85, 100)}
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
-    from vislab.classic.viola_jones.detect import rgb_to_gray
     img = np.asarray(img)
     if img.dtype == np.bool_:
         img = img.astype(np.uint8) * 255
@@ -38,6 +41,8 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 def sample_image(name: str) -> np.ndarray:
     """A scikit-image sample image as uint8 grey (``motorcycle``: left view of the stereo pair)."""
     from skimage import data
+    if name not in SAMPLE_NAMES:
+        raise ValueError(f"{name!r} is not a scikit-image sample image; use one of {', '.join(SAMPLE_NAMES)}")
     img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
     return _to_uint8(img)
 

@@ -22,9 +22,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vislab.classic.viola_jones.cascade import THRESHOLD_EPS, Cascade, WindowEvaluator, corner_offsets
+from vislab.classic.viola_jones.cascade import (
+    THRESHOLD_EPS,
+    Cascade,
+    WindowEvaluator,
+    corner_offsets,
+)
 from vislab.classic.viola_jones.haar import HaarFeatures, inner_rect, normalisation
-from vislab.classic.viola_jones.integral import integral_image, squared_integral_image, tilted_integral_image
+from vislab.classic.viola_jones.integral import (
+    integral_image,
+    squared_integral_image,
+    tilted_integral_image,
+)
 
 GROUP_EPS = 0.2
 _DENSE_MIN_WINDOWS = 2048      # smaller grids go straight to the gathered path

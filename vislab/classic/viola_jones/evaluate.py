@@ -4,20 +4,39 @@ the ROC of the final cascade (faces found vs false positives as its last thresho
 Three detectors are compared on the same scenes: vislab's trained cascade, OpenCV's cascade
 run by vislab, and OpenCV's cascade run by OpenCV.  A detection's score is the number of raw
 windows it merges (``neighbors``), the usual confidence of a Viola-Jones detector.
+:func:`evaluate_run` is all of ``vislab vj eval``: the table, the ROC and the pictures of a run.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from vislab.classic.viola_jones.cascade import THRESHOLD_EPS, Cascade
-from vislab.classic.viola_jones.data import Scene
-from vislab.classic.viola_jones.detect import GROUP_EPS, clip_rects, group_rectangles, scan_opencv
+from vislab.classic.viola_jones.data import Scene, make_scenes, sample_image
+from vislab.classic.viola_jones.detect import (
+    GROUP_EPS,
+    clip_rects,
+    detect,
+    group_rectangles,
+    scan_opencv,
+)
+from vislab.classic.viola_jones.opencv_xml import (
+    load_opencv_cascade,
+    resolve_cascade_path,
+)
+from vislab.classic.viola_jones.train import CASCADE_FILE, XML_FILE
+from vislab.errors import UserError
+from vislab.io import atomic_write_bytes, atomic_write_text
+from vislab.metrics.detection import voc_evaluate
+from vislab.report.plots import pyplot, save_figure
 
 # a raw scan of one image: (x, y, w, h) windows that reached the last stage, and their last-stage sums
 RawScan = tuple[np.ndarray, np.ndarray]
@@ -43,7 +62,6 @@ class DetectorReport:
 
 
 def _voc(boxes: Sequence[np.ndarray], scores: Sequence[np.ndarray], scenes: Sequence[Scene]):
-    from vislab.metrics.detection import voc_evaluate
     preds = [{"boxes": b.reshape(-1, 4), "scores": s, "labels": np.zeros(len(b), np.int64)}
              for b, s in zip(boxes, scores)]
     targets = [{"boxes": sc.boxes, "labels": np.zeros(len(sc.boxes), np.int64)} for sc in scenes]
@@ -166,7 +184,6 @@ def compare(ours: Cascade, ours_xml, theirs_path, theirs: Cascade, scenes: Seque
 def plot_roc(reports: Sequence[DetectorReport], path: str) -> str:
     """Detection rate against false positives, one curve per detector, traced as the last
     stage's threshold goes down (grouping can make the curve step back now and then)."""
-    from vislab.report.plots import pyplot, save_figure
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in reports:
@@ -183,12 +200,6 @@ def plot_roc(reports: Sequence[DetectorReport], path: str) -> str:
 
 def draw_boxes(gray: np.ndarray, boxes: np.ndarray, path: str, truth: np.ndarray | None = None) -> str:
     """Save a PNG of a grey image with detections (red) and, if given, true boxes (green)."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    from vislab.engine.checkpoint import atomic_write_bytes
-
     img = Image.fromarray(gray).convert("RGB")
     draw = ImageDraw.Draw(img)
     width = max(2, round(max(gray.shape) / 250))
@@ -200,3 +211,55 @@ def draw_boxes(gray: np.ndarray, boxes: np.ndarray, path: str, truth: np.ndarray
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+@dataclass
+class RunEvaluation:
+    """What ``vislab vj eval`` measured: ``payload`` is what ``eval.json`` holds."""
+
+    payload: dict
+    eval_json: Path
+    plots: list[Path]
+
+
+def evaluate_run(run_dir: str | Path, scenes: int = 60, seed: int = 0,
+                 opencv_cascade: str = "frontalface_default", scale_factor: float = 1.1,
+                 min_neighbors: int = 3, roc_points: int = 16) -> RunEvaluation:
+    """Compare a trained run's cascade with an OpenCV cascade on ``scenes`` generated scenes.
+
+    Writes ``eval.json`` (the table of :func:`compare` and the ROC points), ``plots/vj_roc.png``
+    and the boxes of both cascades on the astronaut and on the first scene.  Bad arguments (a
+    run without a cascade, no scenes, a scale factor not above 1) raise UserError before
+    anything is written.
+    """
+    run = Path(run_dir)
+    if not (run / CASCADE_FILE).is_file():
+        raise UserError(f"run directory {run} has no {CASCADE_FILE}; train it first with "
+                        f"`vislab vj train --run-dir {run}`")
+    if scenes < 1:
+        raise UserError(f"the number of scenes must be at least 1, got {scenes}")
+    if scale_factor <= 1:
+        raise UserError(f"the scale factor must be above 1 (e.g. 1.1), got {scale_factor}")
+    ours = Cascade.load(run / CASCADE_FILE)
+    theirs_path = resolve_cascade_path(opencv_cascade)
+    theirs = load_opencv_cascade(theirs_path)
+    test_scenes = make_scenes(scenes, seed)
+    ours_xml = run / XML_FILE
+    reports = compare(ours, ours_xml if ours_xml.is_file() else None, theirs_path, theirs, test_scenes,
+                      scale_factor, min_neighbors, max(roc_points, 2))
+    plots = run / "plots"
+    written = [Path(plot_roc(reports, str(plots / "vj_roc.png")))]
+    astronaut = sample_image("astronaut")
+    for label, cascade in (("vislab", ours), ("opencv", theirs)):
+        boxes = detect(cascade, astronaut, "opencv", scale_factor, min_neighbors).boxes
+        written.append(Path(draw_boxes(astronaut, boxes, str(plots / f"vj_astronaut_{label}.png"))))
+        scene = test_scenes[0]
+        boxes = detect(cascade, scene.image, "opencv", scale_factor, min_neighbors).boxes
+        written.append(Path(draw_boxes(scene.image, boxes, str(plots / f"vj_scene_{label}.png"), truth=scene.boxes)))
+    payload = {"scenes": scenes, "seed": seed, "scale_factor": scale_factor, "min_neighbors": min_neighbors,
+               "faces": int(sum(len(s.boxes) for s in test_scenes)), "table": [r.row() for r in reports],
+               "roc": {r.name: {"threshold": r.roc_thresholds,   # null: OpenCV reports no windows there
+                                "detection_rate": [None if np.isnan(d) else d for d in r.roc_detection_rate],
+                                "false_positives": r.roc_false_positives} for r in reports}}
+    atomic_write_text(run / "eval.json", json.dumps(payload, indent=2, allow_nan=False))
+    return RunEvaluation(payload, run / "eval.json", written)

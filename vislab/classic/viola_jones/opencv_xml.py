@@ -17,8 +17,8 @@ import numpy as np
 
 from vislab.classic.viola_jones.cascade import Cascade
 from vislab.classic.viola_jones.haar import HaarFeatures
-from vislab.engine.checkpoint import atomic_write_text
 from vislab.errors import UserError
+from vislab.io import atomic_write_text
 
 
 def opencv_cascade_dir() -> Path:

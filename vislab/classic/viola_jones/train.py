@@ -19,14 +19,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from vislab.classic.viola_jones.adaboost import AdaBoost, SortedFeatures
 from vislab.classic.viola_jones.cascade import THRESHOLD_EPS, Cascade, evaluate_windows
-from vislab.classic.viola_jones.data import augment_faces, lfw_faces, lfw_nonfaces, negative_images
+from vislab.classic.viola_jones.data import (
+    augment_faces,
+    lfw_faces,
+    lfw_nonfaces,
+    negative_images,
+)
 from vislab.classic.viola_jones.detect import resize_linear_exact, scan_opencv_windows
-from vislab.classic.viola_jones.haar import (SHAPES, feature_values, haar_features, pool_value_blocks,
-                                             window_normalisation)
-
+from vislab.classic.viola_jones.haar import (
+    SHAPES,
+    feature_values,
+    haar_features,
+    pool_value_blocks,
+    window_normalisation,
+)
+from vislab.classic.viola_jones.opencv_xml import save_opencv_cascade
+from vislab.errors import UserError
+from vislab.io import atomic_write_text
 
 CASCADE_FILE = "checkpoints/cascade.npz"
 XML_FILE = "checkpoints/cascade.xml"
@@ -260,15 +273,17 @@ def train_cascade(cfg: TrainConfig, log: Callable[[dict], None] | None = None,
     return TrainResult(cascade, stats, reason, final_rate, time.perf_counter() - t_start)
 
 
-def train_into_run(run: str | Path, cfg: TrainConfig, verbose: bool = False) -> TrainResult:
+def train_into_run(run: str | Path, cfg: TrainConfig, verbose: bool = False, overwrite: bool = True) -> TrainResult:
     """Train a cascade into a run directory: ``config.yaml``, ``metrics.jsonl`` (one row per
-    stage), ``checkpoints/cascade.npz``, its OpenCV XML export and ``train.json``."""
-    import yaml
+    stage), ``checkpoints/cascade.npz``, its OpenCV XML export and ``train.json``.
 
-    from vislab.classic.viola_jones.opencv_xml import save_opencv_cascade
-    from vislab.engine.checkpoint import atomic_write_text
-
+    With ``overwrite=False`` a run directory that already holds a cascade is refused (UserError)
+    before anything is written.
+    """
     run = Path(run)
+    cfg.validate()
+    if not overwrite and (run / CASCADE_FILE).exists():
+        raise UserError(f"{run} already holds a cascade; pass --fresh to overwrite it or choose another --run-dir")
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run / "metrics.jsonl").unlink(missing_ok=True)
     atomic_write_text(str(run / "config.yaml"), yaml.safe_dump({"task": "viola_jones", **asdict(cfg)}, sort_keys=False))

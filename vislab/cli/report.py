@@ -17,6 +17,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from vislab.report.html import build_report
-    build_report(args.run_dir, args.device, args.out)
+    from vislab.tasks.runner import report
+    report(args.run_dir, args.device, args.out)
     return 0

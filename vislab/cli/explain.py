@@ -57,6 +57,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _explain(args: argparse.Namespace) -> int:
     from vislab.errors import UserError
     from vislab.explain.run import Options, explain
+    from vislab.tasks import load_run
     if args.k < 1 or (args.limit is not None and args.limit < 1) or args.steps < 1:
         raise UserError("--k, --limit and --steps must be positive integers")
     if not 0 <= args.threshold <= 1:
@@ -64,7 +65,7 @@ def _explain(args: argparse.Namespace) -> int:
     opts = Options(images=args.images or ["test:0-3"], target=args.target, layer=args.layer,
                    unit=args.unit, k=args.k, limit=args.limit, map=args.map, canvas=args.canvas,
                    threshold=args.threshold, steps=args.steps, seed=args.seed)
-    res = explain(args.run_dir, args.method, opts, args.device)
+    res = explain(load_run(args.run_dir, args.device), args.method, opts)
     for line in res.lines:
         print(line)
     for path in res.files:

@@ -1,5 +1,5 @@
 """Detection commands: ``vislab eval-detections`` and ``vislab detect`` here, and the arguments
-and handler of ``vislab data make-scenes`` (wired into the ``data`` group by :mod:`vislab.commands`)."""
+and handler of ``vislab data make-scenes`` (wired into the ``data`` group by :mod:`vislab.cli.core`)."""
 
 from __future__ import annotations
 
@@ -51,82 +51,51 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval_detections(args: argparse.Namespace) -> int:
-    from vislab.metrics import detection as D
-    table, image_ids, category_ids, names = D.load_coco_ground_truth(args.gt)
-    dets = D.load_coco_results(args.pred, image_ids, category_ids)
-    precision, recall = D.evaluate_tables(table, dets, len(image_ids), len(category_ids))
-    ev = D.CocoEvaluation(precision, recall, names)
+    from vislab.detection.formats import evaluate_coco_files
+    ev, report = evaluate_coco_files(args.gt, args.pred, per_category=args.per_class, voc=args.voc,
+                                     plot=args.plot, json_path=args.json, iou_type=args.iou_type)
     print(ev.summary())
-    out: dict = {"gt": args.gt, "pred": args.pred, "iou_type": args.iou_type, "coco": ev.as_dict()}
     if args.per_class:
-        out["per_category"] = ev.per_category()
         print(f"\n{'category':24s} {'AP':>7s} {'AP50':>7s}")
-        for name, v in out["per_category"].items():
+        for name, v in report["per_category"].items():
             print(f"{name[:24]:24s} {v['AP']:7.3f} {v['AP50']:7.3f}")
     if args.voc:
-        voc = D.voc_evaluate_tables(table, dets, len(image_ids), names)
-        voc07 = D.voc_evaluate_tables(table, dets, len(image_ids), names, use_07_metric=True)
-        out["voc"] = {"mAP": voc.mean_ap, "mAP_07": voc07.mean_ap,
-                      "per_category": {n: {"AP": _finite(a), "AP_07": _finite(b)}
-                                       for n, a, b in zip(names, voc.ap, voc07.ap)}}
-        print(f"\nPascal VOC, IoU 0.5: mAP {voc.mean_ap:.4f} (all points), {voc07.mean_ap:.4f} (11-point)")
+        voc = report["voc"]
+        print(f"\nPascal VOC, IoU 0.5: mAP {voc['mAP']:.4f} (all points), {voc['mAP_07']:.4f} (11-point)")
         if args.per_class:
-            for n, a, b in zip(names, voc.ap, voc07.ap):
-                print(f"{n[:24]:24s} {a:7.3f} {b:7.3f}")
+            for name, v in voc["per_category"].items():
+                print(f"{name[:24]:24s} {_nan(v['AP']):7.3f} {_nan(v['AP_07']):7.3f}")
     if args.plot:
-        D.plot_pr_curves(ev.pr_curves(0.5), args.plot, "precision-recall, IoU 0.5")
         print(f"precision-recall curves: {args.plot}")
-    if args.json:
-        from vislab.engine.checkpoint import atomic_write_text
-        atomic_write_text(args.json, json.dumps(out, indent=2))
     return 0
 
 
 def _detect(args: argparse.Namespace) -> int:
     from vislab.detection.sliding_window import PyramidConfig
+    from vislab.tasks.detect import EVAL_FILES, detect_image, evaluate_detector
     if (args.image is None) == (args.eval_scenes is None):
         raise UserError("give an IMAGE to detect in, or --eval-scenes N to evaluate on test scenes (not both)")
-    if args.eval_scenes is not None and args.eval_scenes < 0:
-        raise UserError(f"--eval-scenes must be >= 0 (0: all), got {args.eval_scenes}")
     defaults = PyramidConfig()
     pyramid = PyramidConfig(scales=tuple(args.scales or defaults.scales), ratios=tuple(args.ratios or defaults.ratios))
     if args.image is not None:
-        return _detect_image(args, pyramid)
-    from vislab.config import config_from_run
-    from vislab.engine.checkpoint import atomic_write_text
+        thr = 0.5 if args.score_thr is None else args.score_thr
+        det, classes, out = detect_image(args.run_dir, args.image, args.out, pyramid, args.conv, thr, args.nms_iou,
+                                         args.device)
+        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+            print(f"{classes[label]:16s} {score:.3f}  box {' '.join(f'{v:.1f}' for v in box)}")
+        print(f"{len(det['boxes'])} detections drawn on {out}")
+        return 0
     thr = 0.05 if args.score_thr is None else args.score_thr
-    if config_from_run(args.run_dir).task == "localization":
-        from vislab.detection.localization import evaluate_run
-        report, gt, results = evaluate_run(args.run_dir, args.eval_scenes or None, device=args.device)
-    else:
-        from vislab.detection.detect import evaluate_sliding_window
-        report, gt, results = evaluate_sliding_window(args.run_dir, args.eval_scenes or None, args.time_scenes,
-                                                      pyramid, thr, args.nms_iou, args.device)
-    atomic_write_text(os.path.join(args.run_dir, "detect_gt.json"), json.dumps(gt))
-    atomic_write_text(os.path.join(args.run_dir, "detect_detections.json"), json.dumps(results))
-    atomic_write_text(os.path.join(args.run_dir, "detect_eval.json"), json.dumps(report, indent=1))
+    report = evaluate_detector(args.run_dir, args.eval_scenes, args.time_scenes, pyramid, thr, args.nms_iou,
+                               args.device)
     print(report["summary"])
-    print(f"written: {os.path.join(args.run_dir, 'detect_eval.json')} (and detect_gt.json, detect_detections.json "
+    print(f"written: {os.path.join(args.run_dir, EVAL_FILES[0])} (and {', '.join(EVAL_FILES[1:])} "
           "for `vislab eval-detections`)")
     return 0
 
 
-def _detect_image(args: argparse.Namespace, pyramid) -> int:
-    from vislab.detection.detect import draw_detections, load_detector, read_image
-    thr = 0.5 if args.score_thr is None else args.score_thr
-    detector = load_detector(args.run_dir, args.device, pyramid, args.conv, thr, args.nms_iou)
-    image = read_image(args.image)
-    det = detector.detect(image)
-    out = args.out or f"{os.path.splitext(os.path.basename(args.image))[0]}_detections.png"
-    draw_detections(image, det, detector.classes, out)
-    for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
-        print(f"{detector.classes[label]:16s} {score:.3f}  box {' '.join(f'{v:.1f}' for v in box)}")
-    print(f"{len(det['boxes'])} detections drawn on {out}")
-    return 0
-
-
-def _finite(x: float) -> float | None:
-    return None if x != x else float(x)
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else x
 
 
 def add_make_scenes_args(parser: argparse.ArgumentParser) -> None:

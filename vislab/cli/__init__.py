@@ -15,12 +15,12 @@ import sys
 from vislab.errors import UserError
 
 _EXTENSIONS = (
-    "vislab.commands",
-    "vislab.detection.cli",
-    "vislab.analysis.cli",
-    "vislab.explain.cli",
-    "vislab.report.cli",
-    "vislab.classic.viola_jones.cli",
+    "vislab.cli.core",
+    "vislab.cli.detection",
+    "vislab.cli.analysis",
+    "vislab.cli.explain",
+    "vislab.cli.report",
+    "vislab.cli.viola_jones",
 )
 
 

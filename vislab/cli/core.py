@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 
+from vislab.config import list_recipes
 from vislab.errors import UserError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a classifier (default recipe: small CNN on Fashion-MNIST)")
-    p.add_argument("config", nargs="?", help="recipe YAML (see configs/); omit for the default recipe")
+    p = sub.add_parser("train", help="train a recipe (default: small CNN on Fashion-MNIST)",
+                       description="Train a named recipe (" + ", ".join(list_recipes()) + ") or a recipe "
+                                   "YAML file into a run directory.")
+    p.add_argument("config", nargs="?", metavar="RECIPE",
+                   help="a recipe name (e.g. quick) or a YAML file; omit for the default recipe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--run-dir", help="where the run is written (default runs/MODEL-DATA-TIME)")
@@ -31,7 +34,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p = sub.add_parser("predict", help="predict image files with a trained run (class, and box for localisation)")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=1)
@@ -48,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--root", help="explicit folder with the files")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_data_check)
-    from vislab.detection.cli import add_make_scenes_args, run_make_scenes
+    from vislab.cli.detection import add_make_scenes_args, run_make_scenes
     q = dsub.add_parser("make-scenes", help="generate detection scenes (items pasted on textured canvases)")
     add_make_scenes_args(q)
     q.set_defaults(func=run_make_scenes)
@@ -64,7 +67,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from vislab.config import load_config
-    from vislab.engine import run
+    from vislab.tasks import runner
+    from vislab.tasks.rundir import resume_config
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -77,82 +81,38 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError("--resume needs --run-dir DIR (the run to continue)")
         if args.config:
             raise UserError("--resume takes the config saved in the run; drop the CONFIG argument")
-        cfg = _resume_config(args.run_dir, overrides)
+        cfg = resume_config(args.run_dir, overrides)
     else:
         cfg = load_config(args.config, overrides)
     progress = not args.no_progress
     if args.folds:
-        out = run.cross_validate(cfg, args.folds, args.run_dir, progress=progress)
+        out = runner.cross_validate(cfg, args.folds, args.run_dir, progress=progress)
         print(f"{args.folds}-fold cross-validation: {out['monitor']} {out['mean']:.4f} ± {out['std']:.4f}")
         return 0
-    res = run.train(cfg, args.run_dir, resume=args.resume, fresh=args.fresh, progress=progress)
+    res = runner.train(cfg, args.run_dir, resume=args.resume, fresh=args.fresh, progress=progress)
     print(f"run directory: {res.run_dir}")
     print(f"best {res.best['monitor']} {res.best['value']:.4f} (epoch {res.best['epoch']}), "
           f"training time {res.train_time_s:.1f}s")
     return 0
 
 
-def _resume_config(run_dir: str, overrides: list[str]):
-    """The saved config of a run; overrides may only move the device (anything else would
-    silently differ from the optimizer and schedule state being resumed)."""
-    from vislab.config import apply_override, config_from_run, validate
-    saved = config_from_run(run_dir)
-    cfg = copy.deepcopy(saved)
-    for o in overrides:
-        apply_override(cfg, o)
-    validate(cfg)
-    before, after = saved.to_dict(), cfg.to_dict()
-    after["device"] = before["device"]
-    for sec in ("model", "data"):      # the saved kwargs are complete; repeating a subset is no change
-        after[sec]["kwargs"] = {**before[sec]["kwargs"], **after[sec]["kwargs"]}
-    flat_before, flat_after = _flatten(before), _flatten(after)
-    changed = sorted(k for k in flat_after.keys() | flat_before.keys() if flat_before.get(k) != flat_after.get(k))
-    if changed:
-        raise UserError(f"--resume continues the saved run; only the device may change, "
-                        f"not {', '.join(changed)}: start a new run for other settings")
-    return cfg
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``."""
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from vislab.engine import run
-    rep = run.evaluate(args.run_dir, tta=args.tta, device=args.device)
-    if "summary" in rep:          # tasks other than classification print their own summary
-        print(rep["summary"])
-        print(f"  written: {os.path.join(args.run_dir, 'eval.json')}")
-        return 0
-    print(f"{rep['model']} on {rep['dataset']} test set ({rep['num_samples']} images"
-          f"{', flip TTA' if rep['tta'] else ''}):")
-    print(f"  top-1 {rep['top1']:.4f}   top-5 {rep['top5']:.4f}   loss {rep['loss']:.4f}   "
-          f"macro F1 {rep['macro_f1']:.4f}   macro AUC {rep['macro_auc']:.4f}")
-    worst = sorted(rep["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
-    print("  weakest classes (F1): " + ", ".join(f"{c} {v['f1']:.3f}" for c, v in worst))
-    print("  most confused: " + ", ".join(f"{p['true']}->{p['predicted']} ({p['count']})"
-                                         for p in rep["most_confused"][:3]))
+    from vislab.tasks import runner
+    rep = runner.evaluate(args.run_dir, tta=args.tta, device=args.device)
+    print(rep["summary"])
     print(f"  written: {os.path.join(args.run_dir, 'eval.json')}")
-    print(f"test accuracy: {rep['top1'] * 100:.2f}%")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from vislab.engine import run
-    for r in run.predict(args.run_dir, args.images, args.device, args.topk):
-        shown = "  ".join(f"{p['class']} {p['prob']:.3f}" for p in r["predictions"])
-        print(f"{r['path']}\t{shown}")
+    from vislab.tasks import runner
+    for r in runner.predict(args.run_dir, args.images, args.device, args.topk):
+        print(f"{r['path']}\t{r['line']}")
     return 0
 
 
 def _data_list(args: argparse.Namespace) -> int:
+    import vislab.detection  # noqa: F401  (registers the detection data sets; no torch)
     from vislab.data.datasets import get_dataset_info, list_datasets, locate
     for name in list_datasets():
         info = get_dataset_info(name)
@@ -166,6 +126,7 @@ def _data_list(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
+    import vislab.detection  # noqa: F401  (registers the detection data sets; no torch)
     from vislab.data.datasets import check_dataset
     rep = check_dataset(args.name, args.root)
     if args.json:
@@ -189,8 +150,8 @@ def _models(args: argparse.Namespace) -> int:
         for name in names:
             print(f"{name:32s} {model_family(name)}")
         return 0
-    from vislab.analysis.cli import parse_input_size
     from vislab.analysis.zoo import zoo_plot, zoo_table
+    from vislab.cli.analysis import parse_input_size
     size = parse_input_size(args.input)
     rows = zoo_table(size, names)
     print(f"{'model':24s} {'family':14s} {'params':>14s} {'GMACs':>9s} {'depth':>6s}   "

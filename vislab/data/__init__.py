@@ -1,0 +1,1 @@
+"""Data: file formats, the data-set registry, splits, normalisation and batched augmentation."""

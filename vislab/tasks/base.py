@@ -1,0 +1,121 @@
+"""The contract every task family implements, and the registry of tasks.
+
+A task is what a run trains: classification, localisation, and the families to come (detection,
+segmentation, metric learning, generative and sequence models).  The engine trains any task; a
+task supplies its data, model, loss and metrics, evaluates and predicts with a trained run, and
+gives the report its sections.  A task module registers its task when it is imported, as model
+families register their models; ``vislab.tasks`` imports every task module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+from torch import Tensor, nn
+
+from vislab.config import Config
+from vislab.data.info import DataInfo
+from vislab.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from vislab.tasks.trained import TrainedRun
+
+
+@dataclass
+class DataBundle:
+    """Training and validation data on the device, normalised, with what the run must remember
+    about them (``info``).  The test set is never part of it: only ``evaluate`` reads it."""
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    info: DataInfo
+
+
+@dataclass
+class Section:
+    """One section of ``report.html``: an anchor, a title and its HTML."""
+    id: str
+    title: str
+    html: str
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What a task family implements.
+
+    ``augment``: whether the image-only batch augmentations of ``data.augment`` apply to its
+    inputs (they would move a box without its target).  ``monitor_default`` is the validation
+    metric that picks ``best.pt`` unless the recipe names another.
+    """
+    name: str
+    augment: bool
+
+    def build_data(self, cfg: Config, device: torch.device,
+                   val_indices: np.ndarray | None = None) -> DataBundle:
+        """Train and validation tensors, normalised with statistics of the training part."""
+        ...
+
+    def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
+        """The model, sized for the data; completes ``cfg.model.kwargs`` with every default so
+        that the saved config rebuilds this exact model."""
+        ...
+
+    def loss(self, cfg: Config, model: nn.Module) -> Callable[[Any, Tensor], Tensor]:
+        """``loss(model_output, target) -> scalar`` for the trainer."""
+        ...
+
+    def correct(self, out: Any, target: Tensor) -> Tensor | None:
+        """Correct samples in a batch, for the running training accuracy (``None``: not tracked)."""
+        ...
+
+    def validate(self, model: nn.Module, loader, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+        """``val_*`` metrics after each epoch."""
+        ...
+
+    def evaluate(self, run: TrainedRun, tta: bool = False) -> dict:
+        """Test-set evaluation; writes ``eval.json`` (and the task's plots) into the run and
+        returns the report, whose ``summary`` is what the CLI prints."""
+        ...
+
+    def predict(self, run: TrainedRun, paths: list[str], topk: int = 1) -> list[dict]:
+        """Predictions for image files, each a dict with ``path`` and ``lines`` to print."""
+        ...
+
+    def report_sections(self, run: TrainedRun, evaluation: dict) -> list[Section]:
+        """What ``report.html`` shows for this family, after the headline and curves."""
+        ...
+
+    def headline(self, evaluation: dict) -> list[tuple[str, str]]:
+        """The report's headline figures: ``(label, value)`` pairs."""
+        ...
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if not isinstance(task, Task):
+        raise TypeError(f"{type(task).__name__} does not implement the Task protocol")
+    if task.name in _TASKS:
+        raise RuntimeError(f"task {task.name!r} registered twice")
+    _TASKS[task.name] = task
+    return task
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    if name not in _TASKS:
+        raise UserError(f"unknown task {name!r}: choose one of {', '.join(list_tasks())}")
+    return _TASKS[name]
+
+
+__all__ = ["DataBundle", "Section", "Task", "get_task", "list_tasks", "register_task"]

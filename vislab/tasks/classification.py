@@ -1,0 +1,264 @@
+"""The classification task: data sets of the registry, models of the registry, cross-entropy
+(label smoothing, mixup targets, auxiliary heads), top-1 validation, and the test-set evaluation
+that writes ``eval.json`` with its confusion and ROC plots."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vislab.analysis import summarize
+from vislab.config import Config
+from vislab.data.datasets import checksum_warning, load_split
+from vislab.data.formats import load_image
+from vislab.data.info import DataInfo, Normalization
+from vislab.data.loader import TensorLoader, channel_stats, train_val_split
+from vislab.engine.losses import build_loss
+from vislab.errors import UserError
+from vislab.explain.run import Options, explain
+from vislab.io import atomic_write_text
+from vislab.metrics.classification import classification_report, one_vs_rest_roc
+from vislab.models import create_model
+from vislab.models.base import split_logits
+from vislab.models.registry import default_kwargs, model_accepts
+from vislab.report import html as H
+from vislab.report.plots import plot_confusion, plot_roc
+from vislab.tasks.base import DataBundle, Section, register_task
+from vislab.tasks.trained import TrainedRun
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader, amp_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """All logits (float32, CPU) and labels of a loader, in eval mode; train mode is restored."""
+    was_training = model.training
+    model.eval()
+    outs, labels = [], []
+    try:
+        for x, y in loader:
+            ctx = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+            with ctx:
+                outs.append(split_logits(model(x))[0].float().cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def split_train_val(n: int, cfg: Config, val_indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation indices within the (possibly limited) training set."""
+    if val_indices is not None:
+        va = np.sort(val_indices)
+        return np.setdiff1d(np.arange(n), va), va
+    val_size = cfg.data.val_size
+    if val_size >= 1 and val_size > n // 2:
+        val_size = 0.1                   # small trials: keep most images for training
+    return train_val_split(n, val_size, cfg.seed)
+
+
+def build_classifier(cfg: Config, info: DataInfo) -> nn.Module:
+    """The configured model, sized for the data (classes, channels; ``img_size`` and the
+    small-input stem when the model takes them).  ``cfg.model.kwargs`` is completed with every
+    constructor default, so the saved ``config.yaml`` rebuilds this exact model even after a
+    default changes.  A model that cannot see the images at all (a patch as large as the image)
+    is refused before any training time is spent."""
+    name = cfg.model.name
+    kwargs = dict(cfg.model.kwargs)
+    if "img_size" not in kwargs and model_accepts(name, "img_size"):
+        kwargs["img_size"] = info.image_size[0]
+    if "small_input" not in kwargs and model_accepts(name, "small_input") and max(info.image_size) <= 64:
+        kwargs["small_input"] = True
+    cfg.model.kwargs = kwargs = {**default_kwargs(name), **kwargs}
+    try:
+        model = create_model(name, num_classes=info.num_classes, in_chans=info.in_chans, **kwargs)
+    except TypeError as e:
+        raise UserError(f"model {name!r} does not take these arguments ({e}); check model.kwargs") from None
+    _check_sees_image(name, model, info)
+    return model
+
+
+def _check_sees_image(name: str, model: nn.Module, info: DataInfo) -> None:
+    """A patch-embedding model needs a few patches per side to learn anything spatial."""
+    patch = getattr(model, "patch_size", None)
+    if patch is None:
+        return
+    p = patch if isinstance(patch, int) else max(patch)
+    side = min(info.image_size)
+    if side // p < 4:
+        smaller = max(1, side // 7)
+        raise UserError(f"{name} cuts {info.image_size[0]}x{info.image_size[1]} images into {p}-pixel patches: "
+                        f"{(side // p) ** 2} token(s), too few to learn from; use a smaller patch, e.g. "
+                        f"--set model.kwargs.patch_size={smaller}")
+
+
+class ClassificationTask:
+    name = "classification"
+    augment = True
+
+    def build_data(self, cfg: Config, device: torch.device, val_indices: np.ndarray | None = None) -> DataBundle:
+        """Training set -> (train, validation) tensors on ``device``, normalised with statistics
+        of the training part only.  The test set is not read here."""
+        warning = checksum_warning(cfg.data.name, cfg.data.root)
+        if warning:
+            print(f"warning: {warning}")
+        full = load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download)
+        x, y = full.images, full.labels
+        if cfg.data.limit_train is not None:
+            x, y = x[:cfg.data.limit_train], y[:cfg.data.limit_train]
+        tr, va = split_train_val(len(y), cfg, val_indices)
+        mean, std = channel_stats(x[tr])
+        norm = Normalization(tuple(mean), tuple(max(s, 1e-6) for s in std))
+        info = DataInfo(cfg.data.name, tuple(full.classes), int(x.shape[1]), (int(x.shape[2]), int(x.shape[3])), norm)
+        cl = cfg.train.channels_last
+        return DataBundle(norm.from_uint8(x[tr], device, cl), torch.from_numpy(y[tr]).to(device),
+                          norm.from_uint8(x[va], device, cl), torch.from_numpy(y[va]).to(device), info)
+
+    def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
+        return build_classifier(cfg, info)
+
+    def loss(self, cfg: Config, model: nn.Module):
+        """Cross-entropy (or BCE / MSE) of the main logits plus a weight times that of each
+        auxiliary head: ``train.aux_weight`` when set, else the model's own
+        ``aux_logits_weight`` (GoogLeNet 0.3, Inception v3 0.4)."""
+        base = build_loss(cfg.train.loss, cfg.train.label_smoothing)
+        aux_weight = cfg.train.aux_weight if cfg.train.aux_weight is not None else model.aux_logits_weight
+
+        def loss(out, y):
+            logits, aux = split_logits(out)
+            total = base(logits, y)
+            for a in aux:
+                total = total + aux_weight * base(a, y)
+            return total
+        return loss
+
+    def correct(self, out, y: Tensor) -> Tensor:
+        hard = y if y.ndim == 1 else y.argmax(1)
+        return (split_logits(out)[0].argmax(1) == hard).sum()
+
+    def validate(self, model: nn.Module, loader, amp_dtype=None) -> dict[str, float]:
+        logits, labels = predict_logits(model, loader, amp_dtype)
+        return {"val_loss": float(F.cross_entropy(logits, labels)),
+                "val_top1": float((logits.argmax(1) == labels).float().mean())}
+
+    def evaluate(self, run: TrainedRun, tta: bool = False) -> dict:
+        """The test set (read here and nowhere else): ``eval.json``, ``plots/confusion.png``
+        and ``plots/roc.png``."""
+        cfg = run.config
+        test = load_split(cfg.data.name, "test", cfg.data.root, cfg.data.download)
+        x, y = run.norm.from_uint8(test.images, run.device), torch.from_numpy(test.labels).to(run.device)
+        logits, labels = predict_logits(run.model, TensorLoader(x, y, cfg.train.eval_batch_size))
+        if tta:   # average with the left-right mirror image
+            flipped, _ = predict_logits(run.model, TensorLoader(x.flip(3), y, cfg.train.eval_batch_size))
+            logits = (logits + flipped) / 2
+        classes = list(run.classes)
+        report = classification_report(logits, labels, classes)
+        report.update(task=self.name, run_dir=run.run_dir, tta=tta, dataset=cfg.data.name, model=cfg.model.name)
+        report["summary"] = _summary(report)
+        atomic_write_text(run.path("eval.json"), json.dumps(report, indent=1))
+        plot_confusion(np.asarray(report["confusion"]), classes, run.path("plots", "confusion.png"))
+        plot_roc(one_vs_rest_roc(labels.numpy(), torch.softmax(logits, 1).numpy()), classes,
+                 run.path("plots", "roc.png"))
+        return report
+
+    def predict(self, run: TrainedRun, paths: list[str], topk: int = 1) -> list[dict]:
+        """Class and probability for image files, converted like the training data (channels,
+        size, normalisation)."""
+        imgs = np.stack([load_image(p, run.info.in_chans, run.info.image_size) for p in paths])
+        with torch.no_grad():
+            probs = torch.softmax(run.model(run.norm.from_uint8(imgs, run.device)).float(), 1).cpu()
+        top = probs.topk(min(topk, probs.shape[1]), 1)
+        out = []
+        for n, p in enumerate(paths):
+            preds = [{"class": run.classes[int(i)], "index": int(i), "prob": float(v)}
+                     for v, i in zip(top.values[n], top.indices[n])]
+            out.append({"path": p, "predictions": preds,
+                        "line": "  ".join(f"{q['class']} {q['prob']:.3f}" for q in preds)})
+        return out
+
+    def headline(self, ev: dict) -> list[tuple[str, str]]:
+        return [("test accuracy (top-1)", f"{ev['top1'] * 100:.2f}%"), ("top-5", f"{ev['top5'] * 100:.2f}%"),
+                ("macro F1", f"{ev['macro_f1']:.3f}"), ("macro AUC", _fmt(ev.get("macro_auc"))),
+                ("test loss", f"{ev['loss']:.3f}"), ("test images", f"{ev['num_samples']}")]
+
+    def report_sections(self, run: TrainedRun, ev: dict) -> list[Section]:
+        """Per-class metrics, confusion, ROC, the most confident mistakes with Grad-CAM,
+        filters, retrieval, t-SNE and the model summary."""
+        return [
+            Section("metrics", "Final metrics", _per_class(ev)),
+            Section("confusion", "Confusion matrix",
+                    H.img(run.path("plots", "confusion.png"), "confusion matrix")
+                    + H.lines(["most confused: " + ", ".join(f"{m['true']} as {m['predicted']} ({m['count']})"
+                                                             for m in ev.get("most_confused", [])[:5])])),
+            Section("roc", "ROC curves (one class against the rest)", H.img(run.path("plots", "roc.png"), "ROC curves")),
+            Section("mistakes", "Most confident mistakes, with Grad-CAM",
+                    _explained(run, "mistakes", Options(k=6),
+                               lambda r: H.lines(r.lines[:1]) + "".join(H.img(p, "mistakes") for p in r.files))),
+            Section("filters", "First-layer filters and dead filters", _explained(run, "filters", Options(), _filters)),
+            Section("retrieval", "Image retrieval in the latent space",
+                    _explained(run, "retrieval", Options(images=["test:0-1"], k=8),
+                               lambda r: H.lines(r.lines) + H.img(r.files[0], "retrieval"))),
+            Section("tsne", "t-SNE map of the test embeddings",
+                    _explained(run, "tsne", Options(limit=1000), lambda r: H.img(r.files[0], "t-SNE map"))),
+            Section("summary", "Model summary", H.pre(_model_summary(run))),
+        ]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _summary(rep: dict) -> str:
+    worst = sorted(rep["per_class"].items(), key=lambda kv: kv[1]["f1"])[:3]
+    return "\n".join([
+        f"{rep['model']} on {rep['dataset']} test set ({rep['num_samples']} images{', flip TTA' if rep['tta'] else ''}):",
+        f"  top-1 {rep['top1']:.4f}   top-5 {rep['top5']:.4f}   loss {rep['loss']:.4f}   "
+        f"macro F1 {rep['macro_f1']:.4f}   macro AUC {_fmt(rep.get('macro_auc'))}"
+        + (f" (undefined for {', '.join(rep['auc_undefined'])}: absent from the test set)"
+           if rep.get("auc_undefined") else ""),
+        "  weakest classes (F1): " + ", ".join(f"{c} {v['f1']:.3f}" for c, v in worst),
+        "  most confused: " + ", ".join(f"{p['true']}->{p['predicted']} ({p['count']})" for p in rep["most_confused"][:3]),
+        f"test accuracy: {rep['top1'] * 100:.2f}%"])
+
+
+def _per_class(ev: dict) -> str:
+    rows = [[c, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}", _fmt(v.get("auc")), v["support"]]
+            for c, v in ev["per_class"].items()]
+    return H.table(["class", "precision", "recall", "F1", "AUC", "test images"], rows)
+
+
+def _explained(run: TrainedRun, method: str, options: Options, render) -> str:
+    """A section made by ``render(result)`` from an explanation method, or a note saying why
+    this model has none (e.g. no convolution for a linear classifier)."""
+    try:
+        result = explain(run, method, options)
+    except UserError as e:
+        return H.note(f"not available for this model: {e}")
+    return render(result)
+
+
+def _filters(res) -> str:
+    table = H.table(["layer", "type", "channels", "dead (output always 0)", "dead (constant)"],
+                    [[r["layer"], r["kind"], r["channels"], len(r["zero"]), len(r["constant"])]
+                     for r in res.data["layers"]])
+    return H.img(res.files[0], "first-layer filters") + H.lines(res.lines[:2]) + table
+
+
+def _model_summary(run: TrainedRun) -> str:
+    """The per-layer table of :func:`vislab.analysis.summarize` on one input of the run's size;
+    parameters per top-level module where the model cannot be traced."""
+    size = (run.info.in_chans, *run.info.image_size)
+    try:
+        return summarize(run.model, size, name=run.config.model.name).table()
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
+        rows = [f"{name or '(model)':30s} {sum(p.numel() for p in m.parameters()):>12,}"
+                for name, m in [("", run.model), *run.model.named_children()]]
+        return f"parameters per module (no per-layer trace: {e})\n" + "\n".join(rows)
+
+
+TASK = register_task(ClassificationTask())
+
+__all__ = ["ClassificationTask", "TASK", "build_classifier", "predict_logits", "split_train_val"]

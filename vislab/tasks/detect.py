@@ -1,0 +1,56 @@
+"""``vislab detect``: any run that can find objects, used as a detector — drawn on an image, or
+evaluated on the run's test scenes with COCO's numbers (files for ``vislab eval-detections``)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from vislab.detection.detect import (
+    as_detector,
+    draw_detections,
+    evaluate_sliding_window,
+    read_image,
+)
+from vislab.detection.sliding_window import PyramidConfig
+from vislab.errors import UserError
+from vislab.io import atomic_write_text
+from vislab.tasks.trained import load_run
+
+EVAL_FILES = ("detect_eval.json", "detect_gt.json", "detect_detections.json")
+
+
+def detect_image(run_dir: str, image_path: str, out: str | None = None, pyramid: PyramidConfig = PyramidConfig(),
+                 conv: bool = False, score_thr: float = 0.5, nms_iou: float = 0.3,
+                 device: str = "auto") -> tuple[dict, list[str], str]:
+    """Detections of one image file, drawn to ``out`` (default ``IMAGE_STEM_detections.png``):
+    returns them, the class names and the path written."""
+    if out is not None and os.path.isdir(out):
+        out = os.path.join(out, f"{os.path.splitext(os.path.basename(image_path))[0]}_detections.png")
+    image = read_image(image_path)
+    detector = as_detector(load_run(run_dir, device), pyramid, conv, score_thr, nms_iou)
+    det = detector.detect(image)
+    out = out or f"{os.path.splitext(os.path.basename(image_path))[0]}_detections.png"
+    draw_detections(image, det, detector.classes, out)
+    return det, detector.classes, out
+
+
+def evaluate_detector(run_dir: str, num_scenes: int | None = None, time_scenes: int = 5,
+                      pyramid: PyramidConfig = PyramidConfig(), score_thr: float = 0.05, nms_iou: float = 0.3,
+                      device: str = "auto") -> dict:
+    """COCO evaluation of a run's detections on its test scenes (``num_scenes``: the first N);
+    writes ``detect_eval.json``, ``detect_gt.json`` and ``detect_detections.json``."""
+    if num_scenes is not None and num_scenes < 0:
+        raise UserError(f"--eval-scenes must be >= 0 (0: all), got {num_scenes}")
+    run = load_run(run_dir, device)
+    if run.task.name == "localization":
+        report, gt, results = run.task.evaluate_scenes(run, num_scenes or None)
+    else:
+        report, gt, results = evaluate_sliding_window(run, num_scenes or None, time_scenes, pyramid,
+                                                      score_thr, nms_iou)
+    for name, data in zip(EVAL_FILES, (report, gt, results)):
+        atomic_write_text(run.path(name), json.dumps(data, indent=1 if name == EVAL_FILES[0] else None))
+    return report
+
+
+__all__ = ["EVAL_FILES", "detect_image", "evaluate_detector"]

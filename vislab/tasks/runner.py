@@ -1,0 +1,231 @@
+"""What the commands run, for any task: train a recipe into a run directory, evaluate a run,
+predict with it, cross-validate a recipe, and write a run's report.
+
+Each function takes the config or a run directory and returns plain results; the CLI only
+parses and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vislab.config import Config, save_config
+from vislab.data.datasets import load_split
+from vislab.data.loader import TensorLoader
+from vislab.engine.checkpoint import export_safetensors, load_checkpoint
+from vislab.engine.hooks import (
+    CheckpointHook,
+    EarlyStopHook,
+    EMAHook,
+    EvalHook,
+    LoggerHook,
+    SchedulerHook,
+)
+from vislab.engine.optim import build_optimizer, build_scheduler
+from vislab.engine.trainer import Trainer, set_determinism
+from vislab.errors import UserError
+from vislab.io import atomic_write_text, resolve_device
+from vislab.report import html as H
+from vislab.report.plots import plot_curves
+from vislab.tasks.base import DataBundle, Section, get_task
+from vislab.tasks.rundir import CONFIG, LAST, default_run_dir, open_run_dir
+from vislab.tasks.trained import TrainedRun, load_run
+
+MIN_STEPS_PER_EPOCH = 10
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    metrics: dict        # last epoch's metrics
+    best: dict           # best monitored value and its epoch
+    train_time_s: float
+
+
+def train(cfg: Config, run_dir: str | None = None, resume: bool = False, fresh: bool = False,
+          progress: bool = True, log: Callable[[str], None] = print,
+          val_indices: np.ndarray | None = None) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (default ``runs/MODEL-DATA-TIME``).  With ``resume`` the
+    run continues from ``checkpoints/last.pt``; with ``cfg.deterministic`` the result is
+    bit-identical to a run that was never interrupted."""
+    run_dir = run_dir or default_run_dir(cfg)
+    with open_run_dir(run_dir, resume, fresh):
+        return _train_locked(cfg, run_dir, resume, progress, log, val_indices)
+
+
+def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, val_indices) -> TrainResult:
+    task = get_task(cfg.task)
+    set_determinism(cfg.seed, cfg.deterministic)
+    device = resolve_device(cfg.device)
+    amp = _amp_dtype(cfg, device, log)
+    data = task.build_data(cfg, device, val_indices)
+    _check_batch_size(cfg, data, log)
+    model = task.build_model(cfg, data.info).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    save_config(cfg, os.path.join(run_dir, CONFIG))
+
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    loader = TensorLoader(data.train_x, data.train_y, cfg.train.batch_size, shuffle=True,
+                          drop_last=len(data.train_y) > cfg.train.batch_size,
+                          augment=cfg.data.augment if task.augment else None, gen=gen,
+                          num_classes=data.info.num_classes, fill=data.info.norm.black)
+    val_loader = TensorLoader(data.val_x, data.val_y, cfg.train.eval_batch_size)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.sched, len(loader), cfg.train.epochs)
+
+    ema = EMAHook(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+    stop = EarlyStopHook(cfg.train.monitor, cfg.train.early_stop_patience)
+    hooks = [SchedulerHook(scheduler)] if scheduler is not None else []
+    hooks += [ema] if ema else []
+    hooks += [EvalHook(val_loader, task.validate, ema), stop,
+              CheckpointHook(run_dir, {"data": data.info.to_dict(), "model_name": cfg.model.name,
+                                       "model_kwargs": dict(cfg.model.kwargs), "task": cfg.task}),
+              LoggerHook(run_dir, progress=progress)]
+    trainer = Trainer(model, optimizer, task.loss(cfg, model), loader, cfg.train.epochs, hooks, device, amp,
+                      cfg.train.grad_clip, task.correct, log)
+    if resume:
+        trainer.load_state_dict(load_checkpoint(os.path.join(run_dir, LAST), device))
+        log(f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    t0 = time.perf_counter()
+    try:
+        trainer.train()
+    finally:
+        plot_curves(os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "plots"))
+    elapsed = time.perf_counter() - t0
+    export_safetensors(trainer.eval_model().state_dict(), os.path.join(run_dir, "model.safetensors"),
+                       {"model": cfg.model.name})
+    return TrainResult(run_dir, dict(trainer.epoch_metrics),
+                       {"monitor": stop.monitor, "value": stop.best, "epoch": stop.best_epoch + 1}, elapsed)
+
+
+def _check_batch_size(cfg: Config, data: DataBundle, log) -> None:
+    """One line when an epoch is only a handful of optimizer steps (BatchNorm's running
+    statistics and the schedule then barely move), with the batch size that fixes it."""
+    n = len(data.train_y)
+    steps = max(1, n // cfg.train.batch_size)
+    if steps < MIN_STEPS_PER_EPOCH:
+        better = max(8, 2 ** int(np.log2(max(1, n // MIN_STEPS_PER_EPOCH))))
+        log(f"warning: {n} training images in batches of {cfg.train.batch_size} make only {steps} optimizer "
+            f"step(s) per epoch; use --set train.batch_size={better} (and more epochs) for a model that learns")
+
+
+def _amp_dtype(cfg: Config, device: torch.device, log) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp``: bf16 on CUDA and CPU, fp16 elsewhere.  On a CPU
+    without fast bf16 matrix units autocast is many times slower: measured here, said in one line."""
+    if not cfg.train.amp:
+        return None
+    dtype = torch.bfloat16 if device.type in ("cuda", "cpu") else torch.float16
+    if device.type == "cpu":
+        ratio = bf16_slowdown()
+        if ratio > 1.5:
+            log(f"warning: train.amp=true on this CPU: bf16 matrix products measured {ratio:.0f}x slower than "
+                "fp32 here; drop --set train.amp=true (it pays on GPUs and CPUs with AMX)")
+    return dtype
+
+
+def bf16_slowdown(n: int = 256, reps: int = 3) -> float:
+    """Time of an ``n x n`` bf16 matrix product over the fp32 one, best of ``reps`` each."""
+    a = torch.randn(n, n)
+    def best(x: torch.Tensor) -> float:
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            x @ x
+            times.append(time.perf_counter() - t0)
+        return min(times)
+    best(a)
+    best(a.bfloat16())
+    return best(a.bfloat16()) / max(best(a), 1e-9)
+
+
+def evaluate(run_dir: str, tta: bool = False, device: str = "auto") -> dict:
+    """Evaluate a run on its test set, the only place the test set is read (the task writes
+    ``eval.json`` and its plots); returns the report."""
+    run = load_run(run_dir, device)
+    return run.task.evaluate(run, tta)
+
+
+def predict(run_dir: str, paths: list[str], device: str = "auto", topk: int = 1) -> list[dict]:
+    """The task's predictions for image files (each converted like the training data)."""
+    if topk < 1:
+        raise UserError(f"--topk must be at least 1, got {topk}")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise UserError(f"image {p} does not exist; check the path")
+    run = load_run(run_dir, device)
+    return run.task.predict(run, paths, topk)
+
+
+def cross_validate(cfg: Config, folds: int, run_dir: str | None = None, progress: bool = True,
+                   log: Callable[[str], None] = print) -> dict:
+    """k-fold cross-validation of a recipe on the training set: fold ``k`` is the validation set
+    of run ``run_dir/fold-k``; reports the best validation accuracy of each fold, mean and std."""
+    if folds < 2:
+        raise UserError(f"--folds must be at least 2, got {folds}")
+    if cfg.task != "classification":
+        raise UserError(f"--folds cross-validates classification recipes; this config's task is {cfg.task!r}")
+    run_dir = run_dir or default_run_dir(cfg) + f"-cv{folds}"
+    n = len(load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download).labels)
+    n = min(n, cfg.data.limit_train or n)
+    parts = np.array_split(np.random.default_rng(cfg.seed).permutation(n), folds)
+    scores = []
+    for k, va in enumerate(parts):
+        log(f"fold {k + 1}/{folds}")
+        res = train(cfg, os.path.join(run_dir, f"fold-{k}"), progress=progress, log=log, val_indices=va)
+        scores.append(res.best["value"])
+    out = {"folds": folds, "monitor": cfg.train.monitor, "scores": scores,
+           "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1))}
+    atomic_write_text(os.path.join(run_dir, "cv.json"), json.dumps(out, indent=1))
+    return out
+
+
+def report(run_dir: str, device: str = "auto", out: str | None = None, log: Callable[[str], None] = print) -> str:
+    """Write the report of a trained run (default ``RUN_DIR/report.html``) and return its path:
+    headline figures, training curves, the task's own sections and the resolved config.  A run
+    not yet evaluated is evaluated first."""
+    t0 = time.perf_counter()
+    run = load_run(run_dir, device)
+    ev = _evaluation(run, log)
+    plots = run.path("plots")
+    curves = [os.path.join(plots, f"{n}.png") for n in ("loss", "accuracy")]
+    if not all(os.path.exists(p) for p in curves):
+        curves = plot_curves(run.path("metrics.jsonl"), plots)
+    if not curves:
+        raise UserError(f"{run_dir} has no training history (metrics.jsonl); train it with `vislab train`")
+    with open(run.path(CONFIG)) as f:
+        config_text = f.read()
+    sections = [Section("curves", "Training curves", H.row(H.img(p, os.path.basename(p)) for p in curves)),
+                *run.task.report_sections(run, ev),
+                Section("config", "Configuration (resolved)", H.pre(config_text))]
+    page = H.render(f"{run.config.model.name} on {run.config.data.name}", os.path.abspath(run_dir),
+                    run.task.headline(ev), [(s.id, s.title, s.html) for s in sections])
+    out = out or run.path("report.html")
+    atomic_write_text(out, page)
+    log(f"report written in {time.perf_counter() - t0:.1f}s: {out}")
+    return out
+
+
+def _evaluation(run: TrainedRun, log) -> dict:
+    """``eval.json`` of the run, evaluating first when it (or a plot it names) is missing or
+    comes from another task's evaluation."""
+    path = run.path("eval.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            ev = json.load(f)
+        plots_ok = run.task.name != "classification" or all(
+            os.path.exists(run.path("plots", n)) for n in ("confusion.png", "roc.png"))
+        if ev.get("task", "classification") == run.task.name and "summary" in ev and plots_ok:
+            return ev
+    log(f"{run.run_dir} is not evaluated yet: evaluating on the test set first")
+    return run.task.evaluate(run)
+
+
+__all__ = ["TrainResult", "cross_validate", "evaluate", "predict", "report", "train"]
