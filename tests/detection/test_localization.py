@@ -129,6 +129,21 @@ def test_detect_draws_the_box(loc_run, run_cli, tmp_path):
     assert code == 0, err
     assert json.loads((loc_run / "detect_eval.json").read_text())["num_samples"] == 5
 
+    # predict gives the same class and box as detect (the box in the file's 64x64 pixels)
+    code, out2, err = run_cli("predict", loc_run, tmp_path / "scene.png")
+    assert code == 0, err
+    predicted = [float(v) for v in out2.rsplit("  box ", 1)[1].split()[:4]]
+    np.testing.assert_allclose(predicted, box, atol=0.06)
+
+
+def test_report_of_a_localization_run(loc_run, run_cli):
+    """The report works for any task: the localisation run's headline is its own evaluation."""
+    code, out, err = run_cli("report", loc_run, "--device", "cpu")
+    assert code == 0, err
+    page = (loc_run / "report.html").read_text()
+    rep = json.loads((loc_run / "eval.json").read_text())
+    assert f"{rep['miou']:.3f}" in page and "COCO box evaluation" in page and "Training curves" in page
+
 
 def test_mistakes(run_cli, tmp_path):
     code, _, err = run_cli("train", CONFIG, "--run-dir", tmp_path / "r", *TINY,

@@ -22,8 +22,21 @@ class NotATensor:
 def test_pickled_code_is_refused(tmp_path):
     p = tmp_path / "evil.pt"
     torch.save({"model": NotATensor()}, p)
-    with pytest.raises(UserError, match="needs pickled code"):
+    with pytest.raises(UserError, match="holds pickled Python objects .*NotATensor") as e:
         load_checkpoint(str(p))
+    assert "\n" not in str(e.value) and "Weights only" not in str(e.value)
+
+
+def test_pickled_checkpoint_is_one_line_of_vislab_s_own(run_cli, tmp_path):
+    """Through the CLI: exit 2, one stderr line, no torch warning or torch message."""
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", "--run-dir", run, "--set", "data.name=digits", "--set", "train.epochs=1",
+                           "--set", "model.kwargs={widths: [4, 4, 4]}", "--no-progress")
+    assert code == 0, err
+    torch.save({"model": NotATensor()}, run / "checkpoints" / "best.pt")
+    code, out, err = run_cli("evaluate", run)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "pickled Python objects" in err and "torch" not in err.lower().replace("torch.load", "")
 
 
 def test_truncated_checkpoint(tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
+import warnings
 
 import numpy as np
 import torch
@@ -19,11 +21,14 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} does not exist; train first or check the run directory")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():          # torch's own advice would be a second message
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise UserError(f"refusing checkpoint {path}: it needs pickled code to load ({first[:160]}); "
-                        "only checkpoints of tensors and plain values are accepted") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" (it names {found.group(1)})" if found else ""
+        raise UserError(f"refusing checkpoint {path}: it holds pickled Python objects{what}, not only tensors "
+                        "and plain values; use a checkpoint that vislab wrote") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({str(e).splitlines()[0][:160]}); "
                         "use another checkpoint (last.pt / best.pt)") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,8 +57,14 @@ def train(cfg: Config, run_dir: str | None = None, resume: bool = False, fresh: 
     run continues from ``checkpoints/last.pt``; with ``cfg.deterministic`` the result is
     bit-identical to a run that was never interrupted."""
     run_dir = run_dir or default_run_dir(cfg)
-    with open_run_dir(run_dir, resume, fresh):
-        return _train_locked(cfg, run_dir, resume, progress, log, val_indices)
+    new = not os.path.exists(run_dir)
+    try:
+        with open_run_dir(run_dir, resume, fresh):
+            return _train_locked(cfg, run_dir, resume, progress, log, val_indices)
+    except UserError:
+        if new and os.path.isdir(run_dir) and set(os.listdir(run_dir)) <= {".lock"}:
+            shutil.rmtree(run_dir)       # a mistake found before anything was written leaves no folder
+        raise
 
 
 def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, val_indices) -> TrainResult:
