@@ -6,9 +6,14 @@ import warnings
 import pytest
 import torch
 import torchvision
+from torch.utils.flop_counter import FlopCounterMode
 
 from vislab.models import create_model
-from vislab.models.efficientnet import EFFICIENTNET_B0, compound_scale, compound_scaling_table
+from vislab.models.efficientnet import (
+    EFFICIENTNET_B0,
+    compound_scale,
+    compound_scaling_table,
+)
 from vislab.models.layers import make_divisible
 
 
@@ -16,8 +21,22 @@ def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_the_papers_coefficients_double_flops_per_step():
-    assert 1.2 * 1.1 ** 2 * 1.15 ** 2 == pytest.approx(2, rel=0.05)      # alpha beta^2 gamma^2 ~ 2
+def _macs(model: torch.nn.Module, side: int) -> float:
+    """Multiply-adds of one image at ``side`` x ``side``, as torch's FlopCounterMode counts them
+    (2 FLOPs per multiply-add, convolutions and linear layers; shapes only, on the meta device)."""
+    with FlopCounterMode(display=False) as counter:
+        model.eval()(torch.empty(1, 3, side, side, device="meta"))
+    return counter.get_total_flops() / 2
+
+
+def test_the_papers_coefficients_double_the_measured_flops_per_step():
+    """Tan & Le Sec. 3.3: alpha beta^2 gamma^2 ~ 2, so FLOPs grow by about 2^phi; Table 2: B0 takes
+    0.39 B multiply-adds.  Counted on the built models, channel and repeat rounding included."""
+    with torch.device("meta"):
+        b0, phi4 = compound_scale(0, num_classes=1000), compound_scale(4, num_classes=1000)
+    macs = _macs(b0, b0.img_size)
+    assert macs == pytest.approx(0.39e9, rel=0.02)                          # 0.386 B
+    assert (_macs(phi4, phi4.img_size) / macs) ** (1 / 4) == pytest.approx(2, rel=0.05)   # 2.01
 
 
 @pytest.mark.parametrize("phi", [0, 1, 3])
