@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from vislab.cli.args import parse_input_size
 from vislab.errors import UserError
 
 
@@ -23,15 +24,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=_summary)
-
-
-def parse_input_size(text: str) -> tuple[int, int, int]:
-    """``'3x224x224'`` -> ``(3, 224, 224)``."""
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise UserError(f"--input {text!r} is not CxHxW with positive integers: "
-                        "write it like 3x224x224")
-    return tuple(int(p) for p in parts)
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from vislab.cli.args import parse_input_size
 from vislab.config import list_recipes
 from vislab.errors import UserError
 
@@ -151,7 +152,6 @@ def _models(args: argparse.Namespace) -> int:
             print(f"{name:32s} {model_family(name)}")
         return 0
     from vislab.analysis.zoo import zoo_plot, zoo_table
-    from vislab.cli.analysis import parse_input_size
     size = parse_input_size(args.input)
     rows = zoo_table(size, names)
     print(f"{'model':24s} {'family':14s} {'params':>14s} {'GMACs':>9s} {'depth':>6s}   "

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 
+from vislab.cli.args import parse_size
 from vislab.errors import UserError
 
 
@@ -117,27 +118,12 @@ def add_make_scenes_args(parser: argparse.ArgumentParser) -> None:
 
 def run_make_scenes(args: argparse.Namespace) -> int:
     from vislab.detection.scenes import SceneConfig, make_scene_dataset
-    size = _parse_size(args.size)
-    if os.path.isdir(args.out) and os.listdir(args.out):
-        raise UserError(f"{args.out} is not empty; choose a new folder or empty it")
-    config = SceneConfig(source=args.source, image_size=size, objects=tuple(args.objects),
+    config = SceneConfig(source=args.source, image_size=parse_size(args.size, "--size"), objects=tuple(args.objects),
                          scale=tuple(args.scale))
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    if any(n < 0 for n in counts.values()):
-        raise UserError(f"scene counts must be >= 0, got {counts}")
     paths = make_scene_dataset(args.out, counts, config, args.seed, args.data_dir)
     for split, path in paths.items():
         with open(path) as f:
             coco = json.load(f)
         print(f"{split:5s}: {len(coco['images'])} scenes, {len(coco['annotations'])} objects -> {path}")
     return 0
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2):
-        raise UserError(f"--size {text!r}: give H or HxW in pixels, e.g. 128 or 96x160")
-    return (parts[0], parts[-1])

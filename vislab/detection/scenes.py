@@ -283,6 +283,10 @@ def load_scenes(out_dir: str, split: str) -> SceneSet:
 def make_scene_dataset(out_dir: str, counts: Mapping[str, int], config: SceneConfig = SceneConfig(),
                        seed: int = 0, data_dir: str | None = None) -> dict[str, str]:
     """Generate and write every split of ``counts`` (e.g. ``{'train': 1000, 'val': 200,
-    'test': 200}``); returns the COCO file of each split."""
+    'test': 200}``) into a new or empty ``out_dir``; returns the COCO file of each split."""
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise UserError(f"{out_dir} is not empty; choose a new folder or empty it")
+    if any(n < 0 for n in counts.values()):
+        raise UserError(f"scene counts must be >= 0, got {dict(counts)}")
     return {split: write_scenes(make_scenes(split, n, config, seed, data_dir), out_dir, config, seed)
             for split, n in counts.items() if n > 0}

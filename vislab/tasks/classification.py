@@ -156,7 +156,8 @@ class ClassificationTask:
             logits = (logits + flipped) / 2
         classes = list(run.classes)
         report = classification_report(logits, labels, classes)
-        report.update(task=self.name, run_dir=run.run_dir, tta=tta, dataset=cfg.data.name, model=cfg.model.name)
+        report.update(task=self.name, run_dir=run.run_dir, tta=tta, dataset=cfg.data.name, model=cfg.model.name,
+                      plots=["confusion.png", "roc.png"])
         report["summary"] = _summary(report)
         atomic_write_text(run.path("eval.json"), json.dumps(report, indent=1))
         plot_confusion(np.asarray(report["confusion"]), classes, run.path("plots", "confusion.png"))

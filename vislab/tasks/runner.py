@@ -221,15 +221,14 @@ def report(run_dir: str, device: str = "auto", out: str | None = None, log: Call
 
 
 def _evaluation(run: TrainedRun, log) -> dict:
-    """``eval.json`` of the run, evaluating first when it (or a plot it names) is missing or
-    comes from another task's evaluation."""
+    """``eval.json`` of the run, evaluating first when it (or a plot it lists under ``plots``)
+    is missing or it was written by an older vislab (no ``summary``)."""
     path = run.path("eval.json")
     if os.path.exists(path):
         with open(path) as f:
             ev = json.load(f)
-        plots_ok = run.task.name != "classification" or all(
-            os.path.exists(run.path("plots", n)) for n in ("confusion.png", "roc.png"))
-        if ev.get("task", "classification") == run.task.name and "summary" in ev and plots_ok:
+        plots_ok = all(os.path.exists(run.path("plots", n)) for n in ev.get("plots", []))
+        if ev.get("task") == run.task.name and "summary" in ev and plots_ok:
             return ev
     log(f"{run.run_dir} is not evaluated yet: evaluating on the test set first")
     return run.task.evaluate(run)
