@@ -85,3 +85,25 @@ def test_every_task_implements_the_protocol():
         def build_data(self, cfg, device, val_indices=None): ...
     with pytest.raises(TypeError, match="does not implement the Task protocol"):
         register_task(Half())
+
+
+def test_a_data_set_failing_its_checksum_is_said_in_one_line_at_start(run_cli, tmp_path):
+    """A label changed in a copy of Fashion-MNIST: the files still load, the pinned content
+    checksum no longer matches, and training says so once."""
+    import gzip
+    import shutil
+
+    from tests.conftest import FMNIST_DIR
+    root = tmp_path / "fm"
+    shutil.copytree(FMNIST_DIR, root)
+    labels = root / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(labels.read_bytes()))
+    raw[8] = (raw[8] + 1) % 10
+    labels.write_bytes(gzip.compress(bytes(raw)))
+    code, out, err = run_cli("train", "--run-dir", tmp_path / "r", "--set", f"data.root={root}",
+                             "--set", "data.limit_train=600", "--set", "data.val_size=100",
+                             "--set", "model.kwargs={widths: [4, 8, 8]}", "--set", "train.epochs=1",
+                             "--set", "train.batch_size=32", "--no-progress")
+    assert code == 0, err
+    warned = [line for line in out.splitlines() if "pinned SHA-256" in line]
+    assert len(warned) == 1 and "t10k-labels-idx1-ubyte.gz" in warned[0] and "vislab data check" in warned[0]

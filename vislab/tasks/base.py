@@ -10,7 +10,7 @@ families register their models; ``vislab.tasks`` imports every task module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -29,12 +29,14 @@ if TYPE_CHECKING:
 @dataclass
 class DataBundle:
     """Training and validation data on the device, normalised, with what the run must remember
-    about them (``info``).  The test set is never part of it: only ``evaluate`` reads it."""
+    about them (``info``) and what the user should be told (``notes``, one line each, logged at
+    start).  The test set is never part of it: only ``evaluate`` reads it."""
     train_x: Tensor
     train_y: Tensor
     val_x: Tensor
     val_y: Tensor
     info: DataInfo
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

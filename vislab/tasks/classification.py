@@ -103,8 +103,6 @@ class ClassificationTask:
         """Training set -> (train, validation) tensors on ``device``, normalised with statistics
         of the training part only.  The test set is not read here."""
         warning = checksum_warning(cfg.data.name, cfg.data.root)
-        if warning:
-            print(f"warning: {warning}")
         full = load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download)
         x, y = full.images, full.labels
         if cfg.data.limit_train is not None:
@@ -115,7 +113,8 @@ class ClassificationTask:
         info = DataInfo(cfg.data.name, tuple(full.classes), int(x.shape[1]), (int(x.shape[2]), int(x.shape[3])), norm)
         cl = cfg.train.channels_last
         return DataBundle(norm.from_uint8(x[tr], device, cl), torch.from_numpy(y[tr]).to(device),
-                          norm.from_uint8(x[va], device, cl), torch.from_numpy(y[va]).to(device), info)
+                          norm.from_uint8(x[va], device, cl), torch.from_numpy(y[va]).to(device), info,
+                          [f"warning: {warning}"] if warning else [])
 
     def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
         return build_classifier(cfg, info)

@@ -73,6 +73,8 @@ def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, 
     device = resolve_device(cfg.device)
     amp = _amp_dtype(cfg, device, log)
     data = task.build_data(cfg, device, val_indices)
+    for note in data.notes:
+        log(note)
     _check_batch_size(cfg, data, log)
     model = task.build_model(cfg, data.info).to(device)
     if cfg.train.channels_last:
