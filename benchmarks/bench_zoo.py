@@ -42,10 +42,9 @@ ZOO = [("lenet5", {"small_input": True}),
 
 def train_zoo(train_images: int, epochs: int, test_images: int, batch_size: int,
               val_images: int) -> None:
-    from vislab.engine.run import load_run_model, train
-
     from vislab.data.datasets import load_split
-    from vislab.data.loader import to_tensor
+    from vislab.tasks import load_run
+    from vislab.tasks.runner import train
 
     test = load_split("fashion_mnist", "test")
     print(f"training: Fashion-MNIST, {train_images} images x {epochs} epochs, batch {batch_size}, "
@@ -65,8 +64,9 @@ def train_zoo(train_images: int, epochs: int, test_images: int, batch_size: int,
             apply_override(cfg, item)
         with tempfile.TemporaryDirectory() as run_dir:
             result = train(cfg, run_dir, fresh=True, progress=False, log=lambda *a: None)
-            model, stats, _ = load_run_model(run_dir, "cpu")
-        x = to_tensor(test.images[:test_images], stats["mean"], stats["std"], torch.device("cpu"))
+            run = load_run(run_dir, "cpu")
+        model = run.model
+        x = run.norm.from_uint8(test.images[:test_images])
         y = torch.from_numpy(test.labels[:test_images])
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -19,6 +19,7 @@ import torch
 
 from vislab.config import Config, save_config
 from vislab.data.datasets import load_split
+from vislab.data.info import DataInfo
 from vislab.data.loader import TensorLoader
 from vislab.engine.checkpoint import export_safetensors, load_checkpoint
 from vislab.engine.hooks import (
@@ -26,6 +27,7 @@ from vislab.engine.hooks import (
     EarlyStopHook,
     EMAHook,
     EvalHook,
+    Hook,
     LoggerHook,
     SchedulerHook,
 )
@@ -52,22 +54,25 @@ class TrainResult:
 
 def train(cfg: Config, run_dir: str | None = None, resume: bool = False, fresh: bool = False,
           progress: bool = True, log: Callable[[str], None] = print,
-          val_indices: np.ndarray | None = None) -> TrainResult:
+          val_indices: np.ndarray | None = None,
+          extra_hooks: Callable[[DataInfo, torch.device], list[Hook]] | None = None) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` (default ``runs/MODEL-DATA-TIME``).  With ``resume`` the
     run continues from ``checkpoints/last.pt``; with ``cfg.deterministic`` the result is
-    bit-identical to a run that was never interrupted."""
+    bit-identical to a run that was never interrupted.  ``extra_hooks(info, device)`` adds
+    hooks after the run's own (benchmarks use it to probe the test set while the clock runs)."""
     run_dir = run_dir or default_run_dir(cfg)
     new = not os.path.exists(run_dir)
     try:
         with open_run_dir(run_dir, resume, fresh):
-            return _train_locked(cfg, run_dir, resume, progress, log, val_indices)
+                return _train_locked(cfg, run_dir, resume, progress, log, val_indices, extra_hooks)
     except UserError:
         if new and os.path.isdir(run_dir) and set(os.listdir(run_dir)) <= {".lock"}:
             shutil.rmtree(run_dir)       # a mistake found before anything was written leaves no folder
         raise
 
 
-def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, val_indices) -> TrainResult:
+def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, val_indices,
+                  extra_hooks) -> TrainResult:
     task = get_task(cfg.task)
     set_determinism(cfg.seed, cfg.deterministic)
     device = resolve_device(cfg.device)
@@ -98,6 +103,7 @@ def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, 
               CheckpointHook(run_dir, {"data": data.info.to_dict(), "model_name": cfg.model.name,
                                        "model_kwargs": dict(cfg.model.kwargs), "task": cfg.task}),
               LoggerHook(run_dir, progress=progress)]
+    hooks += extra_hooks(data.info, device) if extra_hooks else []
     trainer = Trainer(model, optimizer, task.loss(cfg, model), loader, cfg.train.epochs, hooks, device, amp,
                       cfg.train.grad_clip, task.correct, log)
     if resume:
