@@ -323,7 +323,8 @@ def check_dataset(name: str, root: str | None = None) -> dict:
     for f in info.files if folder else ():
         path = _pinned_path(folder, f)
         entry = {"file": path, "sha256": _digest(path)}
-        entry["sha256_ok"] = entry["sha256"] == f.sha256
+        entry["sha256_ok"] = entry["sha256"] in (f.sha256, *f.repackaged_sha256)
+        entry["repackaged"] = entry["sha256"] in f.repackaged_sha256
         if f.content_sha256:
             entry["content_sha256"] = _digest(path, content=True)
             entry["content_ok"] = entry["content_sha256"] == f.content_sha256
