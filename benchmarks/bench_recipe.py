@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from benchmarks.bench_train import measured_sgemm_gflops
+from benchmarks.common import measured_sgemm_gflops
 from vislab.config import load_config
 from vislab.data.datasets import load_split
 from vislab.data.info import DataInfo

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from vislab.errors import UserError
@@ -21,6 +22,7 @@ _EXTENSIONS = (
     "vislab.cli.explain",
     "vislab.cli.report",
     "vislab.cli.viola_jones",
+    "vislab.cli.export",
 )
 
 
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vislab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:          # `vislab models | head`: the reader left; say nothing more
+        sys.stdout = open(os.devnull, "w")
+        return 141
 
 
 if __name__ == "__main__":

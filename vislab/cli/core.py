@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from vislab.cli.args import parse_input_size
 from vislab.config import list_recipes
@@ -39,7 +40,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="for --runtime torch (onnxruntime runs on the CPU)")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                   help="torch (default), or onnx: onnxruntime on RUN/model.onnx, exported first if missing "
+                        "(classification runs)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("data", help="data sets: list, check")
@@ -107,7 +111,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from vislab.tasks import runner
-    for r in runner.predict(args.run_dir, args.images, args.device, args.topk):
+    results = runner.predict(args.run_dir, args.images, args.device, args.topk, args.runtime,
+                             log=lambda s: print(s, file=sys.stderr))
+    for r in results:
         print(f"{r['path']}\t{r['line']}")
     return 0
 
@@ -139,7 +145,8 @@ def _data_check(args: argparse.Namespace) -> int:
         print(f"  {split}: {s['count']} images of shape {tuple(s['shape'])}, per class {s['per_class']}")
     for f in rep["files"]:
         ok = "ok" if f["ok"] else "MISMATCH"
-        how = "content" if f.get("content_ok") and not f["sha256_ok"] else "file"
+        how = ("content" if f.get("content_ok") and not f["sha256_ok"]
+               else "Debian's file" if f.get("repackaged") else "file")
         print(f"  {os.path.basename(f['file'])}: sha256 {f['sha256'][:16]}... {ok} ({how} checksum)")
     return 0 if rep["ok"] else 1
 

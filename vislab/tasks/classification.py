@@ -95,6 +95,27 @@ def _check_sees_image(name: str, model: nn.Module, info: DataInfo) -> None:
                         f"--set model.kwargs.patch_size={smaller}")
 
 
+def images_to_input(info: DataInfo, paths: list[str], device: torch.device | str = "cpu") -> Tensor:
+    """Image files -> the model's input ``(N, C, H, W)``, converted like the training data
+    (channels, size, normalisation).  Every runtime that predicts starts from this."""
+    imgs = np.stack([load_image(p, info.in_chans, info.image_size) for p in paths])
+    return info.norm.from_uint8(imgs, device)
+
+
+def top_predictions(logits: Tensor, paths: list[str], classes: tuple[str, ...], topk: int = 1) -> list[dict]:
+    """The ``topk`` classes and softmax probabilities of each row of ``logits`` ``(N, K)``, one
+    dict per path with a printable ``line``: what ``predict`` returns, whatever computed the logits."""
+    probs = torch.softmax(logits.float(), 1).cpu()
+    top = probs.topk(min(topk, probs.shape[1]), 1)
+    out = []
+    for n, p in enumerate(paths):
+        preds = [{"class": classes[int(i)], "index": int(i), "prob": float(v)}
+                 for v, i in zip(top.values[n], top.indices[n])]
+        out.append({"path": p, "predictions": preds,
+                    "line": "  ".join(f"{q['class']} {q['prob']:.3f}" for q in preds)})
+    return out
+
+
 class ClassificationTask:
     name = "classification"
     augment = True
@@ -167,17 +188,9 @@ class ClassificationTask:
     def predict(self, run: TrainedRun, paths: list[str], topk: int = 1) -> list[dict]:
         """Class and probability for image files, converted like the training data (channels,
         size, normalisation)."""
-        imgs = np.stack([load_image(p, run.info.in_chans, run.info.image_size) for p in paths])
         with torch.no_grad():
-            probs = torch.softmax(run.model(run.norm.from_uint8(imgs, run.device)).float(), 1).cpu()
-        top = probs.topk(min(topk, probs.shape[1]), 1)
-        out = []
-        for n, p in enumerate(paths):
-            preds = [{"class": run.classes[int(i)], "index": int(i), "prob": float(v)}
-                     for v, i in zip(top.values[n], top.indices[n])]
-            out.append({"path": p, "predictions": preds,
-                        "line": "  ".join(f"{q['class']} {q['prob']:.3f}" for q in preds)})
-        return out
+            logits = run.model(images_to_input(run.info, paths, run.device))
+        return top_predictions(logits, paths, run.classes, topk)
 
     def headline(self, ev: dict) -> list[tuple[str, str]]:
         return [("test accuracy (top-1)", f"{ev['top1'] * 100:.2f}%"), ("top-5", f"{ev['top5'] * 100:.2f}%"),
@@ -261,4 +274,5 @@ def _model_summary(run: TrainedRun) -> str:
 
 TASK = register_task(ClassificationTask())
 
-__all__ = ["ClassificationTask", "TASK", "build_classifier", "predict_logits", "split_train_val"]
+__all__ = ["ClassificationTask", "TASK", "build_classifier", "images_to_input", "predict_logits",
+           "split_train_val", "top_predictions"]

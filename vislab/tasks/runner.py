@@ -38,6 +38,7 @@ from vislab.io import atomic_write_text, resolve_device
 from vislab.report import html as H
 from vislab.report.plots import plot_curves
 from vislab.tasks.base import DataBundle, Section, get_task
+from vislab.tasks.export import predict_onnx
 from vislab.tasks.rundir import CONFIG, LAST, default_run_dir, open_run_dir
 from vislab.tasks.trained import TrainedRun, load_run
 
@@ -168,13 +169,19 @@ def evaluate(run_dir: str, tta: bool = False, device: str = "auto") -> dict:
     return run.task.evaluate(run, tta)
 
 
-def predict(run_dir: str, paths: list[str], device: str = "auto", topk: int = 1) -> list[dict]:
-    """The task's predictions for image files (each converted like the training data)."""
+def predict(run_dir: str, paths: list[str], device: str = "auto", topk: int = 1, runtime: str = "torch",
+            log: Callable[[str], None] = print) -> list[dict]:
+    """The task's predictions for image files (each converted like the training data), by
+    PyTorch or (``runtime='onnx'``, classification runs) by onnxruntime from ``RUN/model.onnx``."""
     if topk < 1:
         raise UserError(f"--topk must be at least 1, got {topk}")
+    if runtime not in ("torch", "onnx"):
+        raise UserError(f"unknown runtime {runtime!r}: use torch or onnx")
     for p in paths:
         if not os.path.isfile(p):
             raise UserError(f"image {p} does not exist; check the path")
+    if runtime == "onnx":
+        return predict_onnx(run_dir, paths, topk, log)
     run = load_run(run_dir, device)
     return run.task.predict(run, paths, topk)
 

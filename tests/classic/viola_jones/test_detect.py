@@ -67,17 +67,20 @@ def test_gray_is_opencvs(astronaut):
     np.testing.assert_array_equal(astronaut, cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY))
 
 
-def test_group_rectangles_is_opencvs():
+@pytest.mark.parametrize("clusters, per_cluster", [(6, 9), (150, 12)])   # every pair tested; k-d trees
+def test_group_rectangles_is_opencvs(clusters, per_cluster):
     rng = np.random.default_rng(1)
-    for trial in range(30):
-        centres = rng.integers(0, 300, (rng.integers(1, 6), 2))
+    for trial in range(30 if clusters < 10 else 3):
+        n = rng.integers(1, clusters) if clusters < 10 else clusters
+        centres = rng.integers(0, 300 if clusters < 10 else 1500, (n, 2))
         rects = []
         for cx, cy in centres:
             size = rng.integers(20, 120)
-            for _ in range(rng.integers(1, 9)):
+            for _ in range(rng.integers(1, per_cluster)):
                 s = size + rng.integers(-6, 7)
                 rects.append([cx + rng.integers(-8, 9), cy + rng.integers(-8, 9), s, s])
         rects = np.array(rects)
+        assert clusters < 10 or len(rects) > 800
         for k in (0, 1, 2, 3, 5):
             got, weights = group_rectangles(rects, k)
             want, want_w = cv2.groupRectangles(rects.tolist(), k, 0.2)
@@ -96,10 +99,11 @@ def test_scales_are_opencvs(astronaut):
     assert opencv_scales((20, 512), (24, 24), 1.1) == []
 
 
-def test_raw_windows_and_last_stage_sums_match_opencv(astronaut):
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
+def test_raw_windows_and_last_stage_sums_match_opencv(astronaut, engine):
     cascade = load_opencv_cascade("frontalface_default")
     clf = _opencv("frontalface_default")
-    cands = scan_opencv(cascade, astronaut, 1.1, last_stage=True)
+    cands = scan_opencv(cascade, astronaut, 1.1, last_stage=True, engine=engine)
     rects, _, sums = clf.detectMultiScale3(astronaut, 1.1, 0, outputRejectLevels=True)
     assert len(rects) > 0
     assert _clipped(cands.accepted(), astronaut) == _rects(rects)   # every window, skip rule included
@@ -117,7 +121,8 @@ def test_raw_windows_and_last_stage_sums_match_opencv(astronaut):
     ("eye_tree_eyeglasses", "face", None),             # tilted features, 3-node trees
     ("smile", "astronaut", (200, 200)),                # tilted features
 ])
-def test_boxes_match_opencv(name, image, size, astronaut):
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
+def test_boxes_match_opencv(name, image, size, astronaut, engine):
     images = {"astronaut": astronaut, "face": astronaut[30:230, 140:320],   # her face with some margin
               "scene": make_scenes(1, seed=3)[0].image}
     img = np.ascontiguousarray(images[image])
@@ -126,7 +131,7 @@ def test_boxes_match_opencv(name, image, size, astronaut):
     cascade = load_opencv_cascade(name)
     clf = _opencv(name)
     for scale_factor, k in ((1.1, 3), (1.2, 1)):
-        got = detect(cascade, img, "opencv", scale_factor, k)
+        got = detect(cascade, img, "opencv", scale_factor, k, engine=engine)
         want = np.asarray(clf.detectMultiScale(img, scale_factor, k)).reshape(-1, 4)
         assert len(want) > 0, "a comparison needs boxes: OpenCV found none"
         assert len(got) == len(want)

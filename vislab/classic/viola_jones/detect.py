@@ -11,9 +11,12 @@ feature arithmetic, and ``groupRectangles(eps=0.2)``.
 scaled instead (rectangle corners rounded, the first weight corrected so a feature still sums
 to zero), and the window moves by ``round(step * scale)`` pixels.
 
-Both evaluate a stage for all live windows at once.  The first stages run densely on each
+OpenCV's detector runs by default on compiled kernels (:mod:`kernels`, numba, on every core),
+window by window as OpenCV runs it.  Its numpy reference (``engine="numpy"``) and the paper's
+detector evaluate a stage for all live windows at once: the first stages run densely on each
 scale's grid with strided slices of the integral table; the survivors of every scale then go
-on together, one ``numpy.take`` per rectangle corner and stage.
+on together, one ``numpy.take`` per rectangle corner and stage.  The tests hold the two engines
+to the same windows, and both to OpenCV's.
 """
 
 from __future__ import annotations
@@ -38,20 +41,26 @@ from vislab.classic.viola_jones.integral import (
 GROUP_EPS = 0.2
 _DENSE_MIN_WINDOWS = 2048      # smaller grids go straight to the gathered path
 _DENSE_MIN_ALIVE = 0.25        # stay on the dense path while this fraction of a grid is alive
+_DENSE_GROUPING = 400          # group_rectangles tests every pair of up to this many rects
 
 
 # --------------------------------------------------------------------------- image helpers
-def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source taps and 8-bit fixed-point weights of OpenCV's bit-exact bilinear filter."""
-    scale = 1.0 / (np.float64(dst) / np.float64(src))
-    pos = scale * (np.arange(dst, dtype=np.float64) + 0.5) - 0.5
+def _linear_taps(src: int, dst: int | np.ndarray) -> np.ndarray:
+    """(4, n) source taps and 8-bit fixed-point weights ``i0, i1, w0, w1`` of OpenCV's bit-exact
+    bilinear filter from ``src`` pixels to ``dst`` pixels; for several sizes ``dst``, their taps
+    end to end."""
+    dst = np.atleast_1d(np.asarray(dst, np.int64))
+    which = np.repeat(np.arange(len(dst)), dst)
+    scale = 1.0 / (dst.astype(np.float64) / np.float64(src))
+    x = np.arange(len(which)) - np.repeat(np.cumsum(dst) - dst, dst)
+    pos = scale[which] * (x.astype(np.float64) + 0.5) - 0.5
     i0 = np.floor(pos).astype(np.int64)
     w1 = np.rint((pos - i0) * 256.0).astype(np.int64)
     border = (i0 < 0) | (i0 >= src - 1)
     i0 = np.clip(i0, 0, src - 1)
     i1 = np.where(border, i0, np.minimum(i0 + 1, src - 1))
     w1 = np.where(border, 0, w1)
-    return i0, i1, 256 - w1, w1
+    return np.stack([i0, i1, 256 - w1, w1])
 
 
 def resize_linear_exact(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -197,11 +206,11 @@ def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip
             sums = evaluator.stage_sums(stage, lambda f: evaluator.dense_values(
                 table, g.row0, g.col0, g.step, g.shape, g.vnf, f, g.set_index)).reshape(g.shape)
             ok = evaluator.passes(stage, sums)
-            if last_stage and stage == n_stages - 1:
-                i, j = np.nonzero(alive)
-                last = (np.full(len(i), g_idx), i, j, sums[i, j])
             if stage == 0 and skip_rule:
                 alive &= _skip_mask(alive & ~ok)
+            if last_stage and stage == n_stages - 1:   # after the skip rule: a skipped window is never seen
+                i, j = np.nonzero(alive)
+                last = (np.full(len(i), g_idx), i, j, sums[i, j])
             alive &= ok
             stage += 1
         i, j = np.nonzero(alive)
@@ -245,18 +254,23 @@ def _run(evaluator: WindowEvaluator, table: np.ndarray, grids: list[_Grid], skip
     return gid, i, j, scores, passed
 
 
-def _window_rects(grids: list[_Grid], gid: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    rects = np.zeros((len(gid), 4), np.int64)
-    for g_idx in np.unique(gid):
-        g = grids[g_idx]
-        sel = gid == g_idx
-        x, y = j[sel] * g.step, i[sel] * g.step
-        if g.float_coords:   # OpenCV: cvRound(x * scalingFactor) in float32
-            sc = np.float32(g.origin_scale)
-            x = np.rint(x.astype(np.float32) * sc).astype(np.int64)
-            y = np.rint(y.astype(np.float32) * sc).astype(np.int64)
-        rects[sel] = np.stack([x, y, np.full_like(x, g.window[0]), np.full_like(x, g.window[1])], 1)
-    return rects
+def _window_rects(steps: np.ndarray, scales: np.ndarray | None, windows: np.ndarray, gid: np.ndarray,
+                  i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(n, 4) ``x, y, w, h`` in image pixels of windows (grid, row, column): grid g has its origins
+    every ``steps[g]`` pixels and windows of ``windows[g]`` (w, h) pixels; with ``scales``
+    (OpenCV's detector) the origins are mapped back to the image as OpenCV maps them,
+    ``cvRound(x * scalingFactor)`` in float32."""
+    x, y = j * steps[gid], i * steps[gid]
+    if scales is not None:
+        x = np.rint(x.astype(np.float32) * scales[gid]).astype(np.int64)
+        y = np.rint(y.astype(np.float32) * scales[gid]).astype(np.int64)
+    return np.stack([x, y, windows[gid, 0], windows[gid, 1]], 1).astype(np.int64)
+
+
+def _grid_rects(grids: list[_Grid], gid: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    scales = np.array([g.origin_scale for g in grids], np.float32) if grids and grids[0].float_coords else None
+    return _window_rects(np.array([g.step for g in grids], np.int64), scales,
+                         np.array([g.window for g in grids], np.int64).reshape(-1, 2), gid, i, j)
 
 
 # --------------------------------------------------------------------------- OpenCV's detector
@@ -288,49 +302,140 @@ def opencv_scales(image_size: tuple[int, int], window: tuple[int, int], scale_fa
     return scales
 
 
-def _opencv_grids(cascade: Cascade, gray: np.ndarray, scale_factor: float, min_size: tuple[int, int],
-                  max_size: tuple[int, int]) -> tuple[WindowEvaluator, np.ndarray, list[_Grid], list[np.ndarray]]:
-    """OpenCV's pyramid: every scale's resized image, its tables in one buffer, its window grid."""
-    gray = _check_gray(gray)
+@dataclass(frozen=True)
+class _Pyramid:
+    """The geometry of OpenCV's pyramid: per scale the resized size, where its tables start in
+    the common buffer, and its window grid."""
+
+    scales: list[np.float32]
+    sizes: list[tuple[int, int]]     # (width, height) of each resized image
+    row0: list[int]                  # first row of each scale's table in the buffer
+    rows: int                        # rows of the upright tables (the tilted ones follow)
+    stride: int                      # columns of the buffer
+    tilted: bool
+    steps: list[int]
+    shapes: list[tuple[int, int]]    # (rows, columns) of windows
+    windows: list[tuple[int, int]]   # window size in image pixels
+
+
+def _opencv_pyramid(cascade: Cascade, gray: np.ndarray, scale_factor: float, min_size: tuple[int, int],
+                    max_size: tuple[int, int]) -> _Pyramid:
+    """Where ``detectMultiScale`` looks: its scales, their image sizes, window grids and window sizes."""
     img_h, img_w = gray.shape
     win_w, win_h = cascade.window
     scales = opencv_scales((img_w, img_h), cascade.window, scale_factor, min_size, max_size)
-    tilted = bool(cascade.features.tilted.any())
     sizes = [(int(np.rint(np.float32(img_w) / s)), int(np.rint(np.float32(img_h) / s))) for s in scales]
-    stride = max((w + 1 for w, _ in sizes), default=1)
-    rows = sum(h + 1 for _, h in sizes)
+    steps = [1 if s >= 2 else 2 for s in scales]
+    shapes = []
+    for (w, h), step in zip(sizes, steps):
+        n = [-(-(w + 1 - win_w) // step), -(-(h + 1 - win_h) // step)]   # ceil over OpenCV's working size
+        shapes.append((max(n[1], 0), max(n[0], 0)))
+    row0 = np.concatenate([[0], np.cumsum([h + 1 for _, h in sizes])]).astype(int).tolist()
+    return _Pyramid(scales, sizes, row0[:-1], row0[-1], max((w + 1 for w, _ in sizes), default=1),
+                    bool(cascade.features.tilted.any()), steps, shapes,
+                    [(int(np.rint(np.float32(win_w) * s)), int(np.rint(np.float32(win_h) * s))) for s in scales])
+
+
+def _opencv_grids(cascade: Cascade, gray: np.ndarray, scale_factor: float, min_size: tuple[int, int],
+                  max_size: tuple[int, int]) -> tuple[WindowEvaluator, np.ndarray, list[_Grid], list[np.ndarray]]:
+    """OpenCV's pyramid in numpy: every scale's resized image, its tables in one buffer, its window grid."""
+    p = _opencv_pyramid(cascade, _check_gray(gray), scale_factor, min_size, max_size)
     # int32 like OpenCV's own tables: a wrapped value cancels out in every window sum (mod 2**32)
-    table = np.zeros((rows * (2 if tilted else 1), stride), np.int32)
+    table = np.zeros((p.rows * (2 if p.tilted else 1), p.stride), np.int32)
     norm = inner_rect(cascade.window)
-    grids, images, row0 = [], [], 0
-    for s, (w, h) in zip(scales, sizes):
+    grids, images = [], []
+    for k, (w, h) in enumerate(p.sizes):
         img = resize_linear_exact(gray, (w, h))
         ii = integral_image(img)
+        row0 = p.row0[k]
         table[row0:row0 + h + 1, :w + 1] = ii
-        if tilted:
-            table[rows + row0:rows + row0 + h + 1, :w + 1] = tilted_integral_image(img)
-        step = 1 if s >= 2 else 2
-        n = [-(-(w + 1 - win_w) // step), -(-(h + 1 - win_h) // step)]   # ceil over OpenCV's working size
-        shape = (max(n[1], 0), max(n[0], 0))
-        vnf, ok = _grid_normalisation(ii, squared_integral_image(img), norm, step, shape)
-        win = (int(np.rint(np.float32(win_w) * s)), int(np.rint(np.float32(win_h) * s)))
-        grids.append(_Grid(row0, 0, step, shape, vnf, ok, 0, float(s), win, True))
+        if p.tilted:
+            table[p.rows + row0:p.rows + row0 + h + 1, :w + 1] = tilted_integral_image(img)
+        vnf, ok = _grid_normalisation(ii, squared_integral_image(img), norm, p.steps[k], p.shapes[k])
+        grids.append(_Grid(row0, 0, p.steps[k], p.shapes[k], vnf, ok, 0, float(p.scales[k]), p.windows[k], True))
         images.append(img)
-        row0 += h + 1
-    return WindowEvaluator(cascade, stride, rows), table, grids, images
+    return WindowEvaluator(cascade, p.stride, p.rows), table, grids, images
+
+
+def _kernel_cascade(cascade: Cascade, row_stride: int, tilted_rows: int) -> tuple:
+    """The cascade as :func:`kernels.scan` reads it: its stages, then per node (in the order they
+    are visited) its feature's corner offsets, weights, threshold and children; the leaves."""
+    c = cascade
+    nodes = c.node_feature.reshape(-1)
+    corners = corner_offsets(c.features, 0)[nodes]                         # (N, 3, 4, (dy, dx))
+    read = np.c_[np.ones((len(nodes), 2), bool), c.features.weights[nodes, 2] != 0]
+    inside = (corners >= 0).all(-1) & (corners[..., 0] <= c.window[1]) & (corners[..., 1] <= c.window[0])
+    outside = ~(inside.all(-1) | ~read).all(-1)            # the kernel reads without bounds checks
+    if outside.any():
+        raise ValueError(f"feature {nodes[outside][0]} of the cascade reaches outside its {c.window[0]}x"
+                         f"{c.window[1]} window: the cascade is corrupt")
+    ev = WindowEvaluator(c, row_stride, tilted_rows)
+
+    def flat(a: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype).reshape(-1)
+
+    return (flat(np.cumsum(c.stage_sizes) - c.stage_sizes, np.int64), flat(c.stage_sizes, np.int64),
+            flat(ev.thresholds, np.float32), c.max_nodes, flat(ev.flat[0][nodes], np.int64),
+            flat(ev.weights[0][nodes], np.float32), flat(c.node_threshold, np.float32),
+            flat(np.stack([c.node_left, c.node_right], -1), np.int64), flat(c.leaves, np.float32))
+
+
+def _scan_compiled(cascade: Cascade, gray: np.ndarray, scale_factor: float, min_size: tuple[int, int],
+                   max_size: tuple[int, int], last_stage: bool) -> Candidates:
+    """:func:`scan_opencv` by the compiled kernels: the pyramid, then every window of every scale."""
+    import numba
+
+    from vislab.classic.viola_jones import kernels
+
+    gray = np.ascontiguousarray(_check_gray(gray))       # one compiled signature for every image
+    p = _opencv_pyramid(cascade, gray, scale_factor, min_size, max_size)
+    widths, heights = (np.array([size[k] for size in p.sizes], np.int64) for k in (0, 1))
+    shapes = np.array(p.shapes, np.int64).reshape(-1, 2)
+    steps = np.array(p.steps, np.int64)
+    image_start, x_start, y_start, grid_start = (np.r_[0, np.cumsum(n)].astype(np.int64)
+                                                 for n in (widths * heights, widths, heights, shapes.prod(1)))
+    reached = np.full(grid_start[-1], -1, np.int32)   # per window: stages passed (-1 flat, -2 skipped)
+    last_sum = np.zeros(grid_start[-1])               # ... and the sum of the last stage it saw
+    if len(p.scales):
+        table = np.empty((p.rows * (2 if p.tilted else 1), p.stride), np.int32)
+        sq_table = np.empty((p.rows, p.stride), np.int32)
+        row0 = np.array(p.row0, np.int64)
+        row_grid = np.repeat(np.arange(len(shapes)), shapes[:, 0])                  # every row of windows
+        row_index = np.arange(len(row_grid)) - np.repeat(np.cumsum(shapes[:, 0]) - shapes[:, 0], shapes[:, 0])
+        x, y, w, h = inner_rect(cascade.window)
+        norm = np.array([y * p.stride + x, y * p.stride + x + w, (y + h) * p.stride + x, (y + h) * p.stride + x + w])
+        with numba.parallel_chunksize(1):   # scales and chunks of rows go to whichever thread is free
+            kernels.build_pyramid(gray, np.stack([widths, heights], 1), row0, _linear_taps(gray.shape[1], widths),
+                                  x_start, _linear_taps(gray.shape[0], heights), y_start, table, sq_table,
+                                  p.rows if p.tilted else 0, np.empty(image_start[-1], np.uint8), image_start)
+            kernels.scan(table.reshape(-1), sq_table.reshape(-1), p.stride, row0, steps, shapes, grid_start,
+                         row_grid, row_index, norm, float(w * h), True, kernels.row_chunks(),
+                         *_kernel_cascade(cascade, p.stride, p.rows), reached, last_sum)
+    n = cascade.n_stages
+    index = np.flatnonzero(reached >= (n - 1 if last_stage else n))
+    gid = np.searchsorted(grid_start, index, side="right") - 1
+    i, j = np.divmod(index - grid_start[gid], shapes[gid, 1])
+    rects = _window_rects(steps, np.array(p.scales, np.float32), np.array(p.windows, np.int64).reshape(-1, 2),
+                          gid, i, j)
+    scores = last_sum[index] if last_stage else np.full(len(index), np.nan)
+    return Candidates(rects, scores, reached[index] == n)
 
 
 def scan_opencv(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1,
                 min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-                last_stage: bool = False) -> Candidates:
+                last_stage: bool = False, engine: str = "compiled") -> Candidates:
     """All windows OpenCV's ``detectMultiScale`` accepts before grouping (its scan, bit for bit).
 
     With ``last_stage=True`` every window that reaches the last stage is returned with that
-    stage's sum, for ROC curves that move the last threshold.
+    stage's sum, for ROC curves that move the last threshold.  ``engine`` is ``"compiled"``
+    (numba kernels, every core) or ``"numpy"`` (the reference, one core): the same windows,
+    the compiled ones in (scale, row, column) order.
     """
+    if _check_engine(engine) == "compiled":
+        return _scan_compiled(cascade, gray, scale_factor, min_size, max_size, last_stage)
     evaluator, table, grids, _ = _opencv_grids(cascade, gray, scale_factor, min_size, max_size)
     gid, i, j, scores, passed = _run(evaluator, table, grids, True, last_stage)
-    return Candidates(_window_rects(grids, gid, i, j), scores, passed)
+    return Candidates(_grid_rects(grids, gid, i, j), scores, passed)
 
 
 @dataclass(frozen=True)
@@ -363,7 +468,11 @@ class WindowHits:
 
 
 def scan_opencv_windows(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.1) -> WindowHits:
-    """The windows :func:`scan_opencv` accepts, as pixels the cascade saw (for hard negatives)."""
+    """The windows :func:`scan_opencv` accepts, as pixels the cascade saw (for hard negatives).
+
+    On the numpy reference: training draws from these hits by index, and the compiled engine
+    lists the same windows in another order, so switching would change which negatives a seed draws.
+    """
     evaluator, table, grids, images = _opencv_grids(cascade, gray, scale_factor, (0, 0), (0, 0))
     gid, i, j, _, _ = _run(evaluator, table, grids, True, False)
     return WindowHits(images, [g.step for g in grids], gid, i, j, int(sum(g.ok.sum() for g in grids)))
@@ -431,7 +540,7 @@ def scan_paper(cascade: Cascade, gray: np.ndarray, scale_factor: float = 1.25, s
         return Candidates(np.zeros((0, 4), np.int64), np.zeros(0), np.zeros(0, bool))
     evaluator = WindowEvaluator(cascade, img_w + 1, corners=np.stack(corners), weights=np.stack(weights))
     gid, i, j, scores, passed = _run(evaluator, table, grids, False, last_stage)
-    return Candidates(_window_rects(grids, gid, i, j), scores, passed)
+    return Candidates(_grid_rects(grids, gid, i, j), scores, passed)
 
 
 # --------------------------------------------------------------------------- grouping
@@ -445,13 +554,19 @@ def _similar_pairs(a: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _similar_edges(rects: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs of similar rects, without testing all n^2 pairs.
+    """All pairs of similar rects; many rects without testing all n^2 pairs.
 
-    Similar rects have all four edges within ``delta <= eps * (w + h) / 2`` and sizes ``w + h``
-    within a factor ``1 + 2 eps``; so rects are banded by size (bands wider than that factor)
-    and, in each pair of neighbouring bands, a k-d tree lists the pairs whose four edges are all
-    within the band's largest delta; the exact test then keeps the similar ones.
+    Up to ``_DENSE_GROUPING`` rects (a detector's usual few hundred) every pair is tested.  Beyond,
+    as similar rects have all four edges within ``delta <= eps * (w + h) / 2`` and sizes
+    ``w + h`` within a factor ``1 + 2 eps``, rects are banded by size (bands wider than that
+    factor) and, in each pair of neighbouring bands, a k-d tree lists the pairs whose four edges
+    are all within the band's largest delta; the exact test then keeps the similar ones.
     """
+    if len(rects) <= _DENSE_GROUPING:
+        i, j = np.triu_indices(len(rects), 1)
+        keep = _similar_pairs(rects[i], rects[j], eps)
+        return i[keep], j[keep]
+    # imported here: scipy.spatial costs a fresh process 0.3 s
     from scipy.spatial import cKDTree
 
     size = (rects[:, 2] + rects[:, 3]).astype(np.float64)
@@ -507,6 +622,15 @@ def group_rectangles(rects: np.ndarray, group_threshold: int, eps: float = GROUP
 
 
 # --------------------------------------------------------------------------- public entry point
+ENGINES = ("compiled", "numpy")
+
+
+def _check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return engine
+
+
 def _check_gray(gray: np.ndarray) -> np.ndarray:
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.dtype != np.uint8:
@@ -528,7 +652,7 @@ def clip_rects(rects: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarr
 
 def detect(cascade: Cascade, gray: np.ndarray, mode: str = "opencv", scale_factor: float | None = None,
            min_neighbors: int = 3, min_size: tuple[int, int] = (0, 0), max_size: tuple[int, int] = (0, 0),
-           step: float = 1.5) -> Detections:
+           step: float = 1.5, engine: str = "compiled") -> Detections:
     """Detect objects in a uint8 grey image.
 
     Args:
@@ -540,9 +664,12 @@ def detect(cascade: Cascade, gray: np.ndarray, mode: str = "opencv", scale_facto
         min_neighbors: a detection must merge more than this many windows.
         min_size, max_size: bounds on the window size (0: none).
         step: paper mode only, window step at scale 1 (it grows with the scale).
+        engine: OpenCV mode only, ``"compiled"`` (numba kernels, every core) or ``"numpy"``
+            (the reference, one core); the paper's detector is numpy only.
     """
+    _check_engine(engine)
     if mode == "opencv":
-        cands = scan_opencv(cascade, gray, scale_factor or 1.1, min_size, max_size)
+        cands = scan_opencv(cascade, gray, scale_factor or 1.1, min_size, max_size, engine=engine)
     elif mode == "paper":
         cands = scan_paper(cascade, gray, scale_factor or 1.25, step, min_size, max_size)
     else:
