@@ -276,3 +276,15 @@ def test_global_fields():
 def test_bad_input_size():
     with pytest.raises(ValueError):
         summarize(nn.Linear(2, 2), (0, 2))
+
+
+def test_a_callers_inference_mode_does_not_hide_the_ops():
+    """Counting inside ``torch.inference_mode()`` (as an inference benchmark does) gives the
+    same MACs as outside it, on meta tensors and on real ones."""
+    from vislab.models import create_model
+    model = create_model("small_cnn", num_classes=10, in_chans=1)
+    outside = summarize(model, (1, 28, 28)).macs
+    with torch.inference_mode():
+        assert summarize(model, (1, 28, 28)).macs == outside
+        assert summarize(model, (1, 28, 28), meta=False).macs == outside
+    assert outside > 0

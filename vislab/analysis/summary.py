@@ -609,8 +609,9 @@ def _run(model: nn.Module, input_size: tuple[int, ...], batch_size: int, dtype: 
         params = {id(swap[n]): swap[n] for n, _ in model.named_parameters()}
     else:
         swap, params = {}, {id(p): p for p in model.parameters()}
-    x = torch.randn(batch_size, *input_size, dtype=dtype, device=device,
-                    generator=None if meta else torch.Generator(device).manual_seed(0))
+    with torch.inference_mode(False):    # a caller's inference mode would hide the ops from the tracer
+        x = torch.randn(batch_size, *input_size, dtype=dtype, device=device,
+                        generator=None if meta else torch.Generator(device).manual_seed(0))
     tracer = _Tracer(params)
     tracer.state[x] = _State(ReceptiveField((1, 1), (1, 1), (0.0, 0.0)) if x.ndim == 4 else None)
     handles = []
@@ -618,7 +619,7 @@ def _run(model: nn.Module, input_size: tuple[int, ...], batch_size: int, dtype: 
         handles.append(m.register_forward_pre_hook(partial(tracer.enter, name, m)))
         handles.append(m.register_forward_hook(tracer.leave, always_call=True))
     try:
-        with torch.no_grad(), tracer:
+        with torch.inference_mode(False), torch.no_grad(), tracer:
             out = torch.func.functional_call(model, swap, (x,)) if meta else model(x)
     finally:
         for h in handles:
