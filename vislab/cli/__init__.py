@@ -1,4 +1,4 @@
-"""The ``vislab`` command: one subcommand per user task, each a thin layer over the Python API.
+"""vislab: deep learning for computer vision, from the linear classifier to detectors (one subcommand per task).
 
 Task packages add their own subcommands: a module listed in ``_EXTENSIONS`` exposes
 ``add_commands(sub)``, which adds parsers to the subparsers object and sets ``func`` on each
