@@ -1,13 +1,20 @@
-"""Training throughput: vislab's tensor path against an idiomatic torchvision pipeline.
+"""Training throughput: vislab's tensor path against an idiomatic torchvision pipeline, like for like.
 
-Both train the same model (the default recipe's) with the same augmentation (random crop with
-2-pixel padding, horizontal flip), batch size, optimizer and number of steps, in this process:
-  vislab      : data set as a normalised tensor, batched augmentation, vislab's Trainer step
-  torchvision : datasets.FashionMNIST + transforms.v2 + DataLoader (num_workers as given)
-Prints images/s of both, the ratio, and the fraction of this machine's fp32 matmul peak that
-vislab's training reaches (training FLOPs counted by torch.utils.flop_counter).
+Both sides train the same model in the same memory format with the same batch size, augmentation
+(random crop with 2-pixel padding, then horizontal flip), optimizer, loss, training step (vislab's
+``Trainer.train_step``) and number of steps, in this process.  Only the source of batches differs:
+  vislab      : the data set as one normalised tensor, shuffled and augmented a whole batch at a time
+  torchvision : datasets.FashionMNIST + transforms.v2 per image + DataLoader (each --workers count)
 
-    python -m benchmarks.bench_train [--steps 150] [--workers 0 2] [--quick]
+For every pipeline it prints images/s and where a step's time goes: waiting for the batch (data)
+against forward+backward+step (compute), both timed inside the training loop, and the data
+iterator alone with the step replaced by a no-op.  The pipelines run in interleaved rounds, in a
+rotating order, so that a change in the machine's load hits all of them; each figure is the best
+round.  The headline ratio is vislab / torchvision at torchvision's best worker count.  Training
+GFLOP/s (FLOPs counted by torch.utils.flop_counter) are given as a percentage of an fp32 sgemm
+measured in the same script, before the rounds and after each.
+
+    python -m benchmarks.bench_train [--steps 150] [--rounds 3] [--workers 0 1 2] [--memory-format contiguous] [--quick]
 """
 
 from __future__ import annotations
@@ -18,102 +25,139 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 
 import torch
+from torch import Tensor
 
+from benchmarks.common import measured_sgemm_gflops
 from vislab.config import Config
-from vislab.data.datasets import load_split, locate
+from vislab.data.datasets import ArrayDataset, load_split, locate
 from vislab.data.loader import TensorLoader, channel_stats, to_tensor
+from vislab.data.transforms import AugmentConfig
 from vislab.engine.losses import build_loss
 from vislab.engine.optim import build_optimizer
 from vislab.engine.trainer import Trainer
 from vislab.models import create_model
 
-
-def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+CROP_PAD = 2                                     # both sides: pad 2, random 28x28 crop, then flip
+WARMUP = 5                                       # untimed steps before every timed pass
+FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
-def train_step_flops(model: torch.nn.Module, batch: int, in_shape: tuple[int, ...]) -> float:
-    """FLOPs of one forward+backward step, as torch's FlopCounterMode counts them."""
+def train_step_flops(model: torch.nn.Module, x: Tensor) -> float:
+    """FLOPs of one forward+backward pass on batch ``x``, as torch's FlopCounterMode counts them."""
     from torch.utils.flop_counter import FlopCounterMode
-    x = torch.randn(batch, *in_shape)
     with FlopCounterMode(display=False) as fc:
         model(x).sum().backward()
     model.zero_grad(set_to_none=True)
     return float(fc.get_total_flops())
 
 
-def _model(cfg: Config) -> torch.nn.Module:
-    return create_model(cfg.model.name, 10, 1)
+@dataclass
+class Setup:
+    """Everything the two sides share."""
+    cfg: Config
+    memory_format: torch.memory_format
+    data: ArrayDataset                             # the training split, read once
+    mean: list[float]
+    std: list[float]
+
+    def model(self) -> torch.nn.Module:
+        torch.manual_seed(self.cfg.seed)                # the same initial weights on both sides
+        return create_model(self.cfg.model.name, 10, 1).to(memory_format=self.memory_format)
+
+    def trainer(self, loader) -> Trainer:
+        model = self.model()
+        loss = build_loss(self.cfg.train.loss, self.cfg.train.label_smoothing)
+        trainer = Trainer(model, build_optimizer(model, self.cfg.optim), loss, loader, 1)
+        model.train()
+        trainer.reset_running()
+        return trainer
 
 
-def bench_vislab(cfg: Config, steps: int, channels_last: bool) -> float:
-    data = load_split("fashion_mnist", "train")
-    mean, std = channel_stats(data.images)
-    x = to_tensor(data.images, mean, std, channels_last=channels_last)
-    y = torch.from_numpy(data.labels)
-    gen = torch.Generator().manual_seed(0)
-    loader = TensorLoader(x, y, cfg.train.batch_size, shuffle=True, drop_last=True,
-                          augment=cfg.data.augment, gen=gen, num_classes=10, fill=-mean[0] / std[0])
-    model = _model(cfg)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    trainer = Trainer(model, build_optimizer(model, cfg.optim), build_loss("cross_entropy", 0.1), loader, 1)
-    model.train()
-    trainer.reset_running()
-    it = iter(loader)
-    for _ in range(5):                           # warm-up
-        trainer.train_step(*next(it))
-    t = time.perf_counter()
+@dataclass
+class Timing:
+    """Seconds per step of one pipeline: the whole step, its parts, and the data iterator alone."""
+    name: str
+    batch_size: int
+    step_s: float
+    data_s: float                                  # in the loop: waiting for the next batch
+    compute_s: float                               # in the loop: forward + backward + optimizer step
+    data_alone_s: float                            # the iterator with the step replaced by a no-op
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.step_s
+
+
+def endless(loader: Iterable, memory_format: torch.memory_format) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches of ``loader`` epoch after epoch, images in ``memory_format``."""
+    while True:
+        for x, y in loader:
+            yield x.contiguous(memory_format=memory_format), y
+
+
+def timed_pass(batches: Iterator, step: Callable[[Tensor, Tensor], None], steps: int) -> tuple[float, float, float]:
+    """Seconds per step (whole, in ``next(batches)``, in ``step``) over ``steps`` steps after the warm-up."""
+    for _ in range(WARMUP):
+        step(*next(batches))
+    data = compute = 0.0
+    t0 = time.perf_counter()
     for _ in range(steps):
-        try:
-            xb, yb = next(it)
-        except StopIteration:
-            it = iter(loader)
-            xb, yb = next(it)
-        trainer.train_step(xb, yb)
-    return steps * cfg.train.batch_size / (time.perf_counter() - t)
+        t1 = time.perf_counter()
+        x, y = next(batches)
+        t2 = time.perf_counter()
+        step(x, y)
+        t3 = time.perf_counter()
+        data, compute = data + t2 - t1, compute + t3 - t2
+    return (time.perf_counter() - t0) / steps, data / steps, compute / steps
 
 
-def bench_torchvision(cfg: Config, steps: int, workers: int, root: str) -> float:
+def no_op(x: Tensor, y: Tensor) -> None:
+    pass
+
+
+class Pipeline:
+    """One source of batches with its own trainer; keeps the best of the rounds it has run."""
+
+    def __init__(self, name: str, label: str, loader, setup: Setup, data_alone: bool = True) -> None:
+        self.name, self.label, self.loader, self.setup, self.data_alone = name, label, loader, setup, data_alone
+        self.trainer = setup.trainer(loader)
+        self.best: Timing | None = None
+
+    def run_round(self, steps: int) -> Timing:
+        """Train ``steps`` steps; then, optionally, run the data iterator alone for as many."""
+        fmt = self.setup.memory_format
+        step_s, data_s, compute_s = timed_pass(endless(self.loader, fmt), self.trainer.train_step, steps)
+        alone = timed_pass(endless(self.loader, fmt), no_op, steps)[0] if self.data_alone else float("nan")
+        t = Timing(self.name, self.setup.cfg.train.batch_size, step_s, data_s, compute_s, alone)
+        alone_best = alone if self.best is None else min(self.best.data_alone_s, alone)
+        if self.best is None or t.step_s < self.best.step_s:   # the loop's figures: its fastest round
+            self.best = t
+        self.best.data_alone_s = alone_best
+        return t
+
+
+def vislab_loader(setup: Setup) -> TensorLoader:
+    x = to_tensor(setup.data.images, setup.mean, setup.std,
+                  channels_last=setup.memory_format == torch.channels_last)
+    return TensorLoader(x, torch.from_numpy(setup.data.labels), setup.cfg.train.batch_size, shuffle=True,
+                        drop_last=True, augment=AugmentConfig(crop_pad=CROP_PAD, flip=True),
+                        gen=torch.Generator().manual_seed(setup.cfg.seed), num_classes=10,
+                        fill=-setup.mean[0] / setup.std[0])     # the normalised value of a black pixel
+
+
+def torchvision_loader(setup: Setup, workers: int, root: str) -> torch.utils.data.DataLoader:
     from torchvision import datasets
     from torchvision.transforms import v2
-    data = load_split("fashion_mnist", "train")
-    mean, std = channel_stats(data.images)
-    tf = v2.Compose([v2.ToImage(), v2.RandomCrop(28, padding=2), v2.RandomHorizontalFlip(),
-                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    tf = v2.Compose([v2.ToImage(), v2.RandomCrop(28, padding=CROP_PAD), v2.RandomHorizontalFlip(),
+                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(setup.mean, setup.std)])
     ds = datasets.FashionMNIST(root, train=True, transform=tf, download=False)
-    dl = torch.utils.data.DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-                                     num_workers=workers, persistent_workers=workers > 0)
-    model = _model(cfg)
-    opt = build_optimizer(model, cfg.optim)
-    crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    model.train()
-    it = iter(dl)
-
-    def step():
-        nonlocal it
-        try:
-            xb, yb = next(it)
-        except StopIteration:
-            it = iter(dl)
-            xb, yb = next(it)
-        loss = crit(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    for _ in range(5):
-        step()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * cfg.train.batch_size / (time.perf_counter() - t)
+    return torch.utils.data.DataLoader(ds, batch_size=setup.cfg.train.batch_size, shuffle=True, drop_last=True,
+                                       num_workers=workers, persistent_workers=workers > 0,
+                                       generator=torch.Generator().manual_seed(setup.cfg.seed))
 
 
 def _torchvision_root() -> str:
@@ -129,35 +173,84 @@ def _torchvision_root() -> str:
     return root
 
 
+def print_table(rows: list[Timing], flops_per_image: float, sgemm: float) -> None:
+    print(f"{'pipeline':34s} {'images/s':>9s} {'ms/step':>8s} {'data':>7s} {'compute':>8s} "
+          f"{'data alone':>10s} {'GFLOP/s':>8s} {'% sgemm':>8s}")
+    for r in rows:
+        gflops = r.images_per_s * flops_per_image / 1e9
+        print(f"{r.name:34s} {r.images_per_s:9.0f} {r.step_s * 1e3:8.1f} {r.data_s * 1e3:7.1f} "
+              f"{r.compute_s * 1e3:8.1f} {r.data_alone_s * 1e3:10.1f} {gflops:8.1f} {gflops / sgemm:8.1%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steps", type=int, default=150, help="timed steps per pipeline in each round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over all pipelines; each figure is the best")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader num_workers to try")
+    ap.add_argument("--memory-format", choices=list(FORMATS), default=None,
+                    help="of model and batches, on both sides (default: the recipe's train.channels_last)")
+    ap.add_argument("--sgemm-best-of", type=int, default=5, help="sgemm products timed at each measuring point")
+    ap.add_argument("--quick", action="store_true", help="10 steps, 2 rounds, sgemm best of 2 (smoke test)")
     args = ap.parse_args()
-    steps = 10 if args.quick else args.steps
+    if min(args.steps, args.rounds, args.sgemm_best_of) < 1 or min(args.workers) < 0:
+        ap.error("--steps, --rounds and --sgemm-best-of must be >= 1, and --workers >= 0")
+    steps, rounds, best_of = (10, 2, 2) if args.quick else (args.steps, args.rounds, args.sgemm_best_of)
     cfg = Config()
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {cfg.model.name}, "
-          f"batch {cfg.train.batch_size}, {steps} steps")
-    peak = matmul_peak_gflops()
-    flops = train_step_flops(_model(cfg), cfg.train.batch_size, (1, 28, 28)) / cfg.train.batch_size
+    fmt_name = args.memory_format or ("channels_last" if cfg.train.channels_last else "contiguous")
+    other_name = next(f for f in FORMATS if f != fmt_name)
+    data = load_split("fashion_mnist", "train")
+    setup = Setup(cfg, FORMATS[fmt_name], data, *channel_stats(data.images))
+    other = replace(setup, memory_format=FORMATS[other_name])
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    print(f"same on both sides: {cfg.model.name}, {fmt_name}, batch {cfg.train.batch_size}, "
+          f"pad {CROP_PAD} + random crop + flip, {cfg.optim.name} lr {cfg.optim.lr}, {cfg.train.loss} "
+          f"(smoothing {cfg.train.label_smoothing}), Trainer.train_step, {steps} steps (+{WARMUP} warm-up) a round")
     root = _torchvision_root()
     try:
-        ours = {cl: bench_vislab(cfg, steps, cl) for cl in (False, True)}
-        best_cl = max(ours, key=ours.get)
-        ref = {w: bench_torchvision(cfg, steps, w, root) for w in args.workers}
+        ours = Pipeline("vislab tensors + batched aug", "vislab", vislab_loader(setup), setup)
+        refs = [Pipeline(f"torchvision DataLoader workers={w}", f"tv w={w}", torchvision_loader(setup, w, root),
+                         setup) for w in args.workers]
+        fmt_only = Pipeline(f"vislab, {other_name}", f"vislab {other_name}", vislab_loader(other), other,
+                            data_alone=False)
+        pipelines = [ours, *refs, fmt_only]
+        sgemm = [measured_sgemm_gflops(best_of)]
+        for r in range(rounds):                  # interleaved, in a rotating order: load changes hit all
+            got = {p: p.run_round(steps) for p in pipelines[r % len(pipelines):] + pipelines[:r % len(pipelines)]}
+            sgemm.append(measured_sgemm_gflops(best_of))
+            print(f"round {r + 1}/{rounds} (load average {os.getloadavg()[0]:.1f}), images/s: "
+                  + ", ".join(f"{p.label} {got[p].images_per_s:.0f}" for p in pipelines)
+                  + f"; sgemm {sgemm[-1]:.0f} GFLOP/s", flush=True)
+        ours, refs, fmt_only = ours.best, [p.best for p in refs], fmt_only.best
     finally:
         shutil.rmtree(root)
-    best_ref = max(ref.values())
-    print(f"{'pipeline':44s} {'images/s':>10s}")
-    for cl, v in ours.items():
-        print(f"{'vislab tensors + batched aug' + (' (channels_last)' if cl else ''):44s} {v:10.0f}")
-    for w, v in ref.items():
-        print(f"{f'torchvision Dataset+v2+DataLoader workers={w}':44s} {v:10.0f}")
-    print(f"ratio vislab / best torchvision: {ours[best_cl] / best_ref:.2f}x")
-    print(f"fp32 matmul peak {peak:.0f} GFLOP/s; training {flops / 1e6:.1f} MFLOP/image "
-          f"(fwd+bwd) -> {ours[best_cl] * flops / 1e9:.1f} GFLOP/s = {ours[best_cl] * flops / 1e9 / peak:.0%} of peak")
+    peak = max(sgemm)                            # the best measured: the more conservative percentage
+    x = torch.randn(cfg.train.batch_size, 1, 28, 28).contiguous(memory_format=setup.memory_format)
+    flops = train_step_flops(setup.model(), x) / cfg.train.batch_size
+
+    best = max(refs, key=lambda r: r.images_per_s)
+    best_workers = args.workers[refs.index(best)]
+    print(f"measured sgemm (fp32 2048x2048), best of {best_of * len(sgemm)}: {peak:.1f} GFLOP/s "
+          f"(best of {best_of} before the rounds and after each: {', '.join(f'{g:.0f}' for g in sgemm)})")
+    print(f"each figure: the best of {rounds} rounds; ms per step of {cfg.train.batch_size} images, data + compute "
+          f"= ms/step; training {flops / 1e6:.1f} MFLOP/image (forward+backward); % of the measured sgemm "
+          f"{peak:.1f} GFLOP/s")
+    print_table([ours, *refs], flops, peak)
+    bound = "compute bounds the ratio" if ours.compute_s > ours.data_s else "data, not compute, dominates"
+    print(f"{bound}: forward+backward+step is {ours.compute_s * 1e3:.1f} ms of vislab's "
+          f"{ours.step_s * 1e3:.1f} ms step ({ours.compute_s / ours.step_s:.0%}); with free data vislab "
+          f"would reach at most {best.step_s / ours.compute_s:.2f}x torchvision's best")
+    ref_compute = min(r.compute_s for r in refs)
+    apart = max(ours.compute_s, ref_compute) / min(ours.compute_s, ref_compute)
+    print(f"check: compute per step (the same model and step on both sides) is {ours.compute_s * 1e3:.1f} ms for "
+          f"vislab, {ref_compute * 1e3:.1f} ms at best for torchvision: " + (
+              f"{apart:.2f}x apart, so the machine's load, not the pipelines, moved these figures; rerun with "
+              "more --rounds on a quieter machine" if apart > 1.15 else f"within {apart - 1:.0%}"))
+    print(f"memory format alone (vislab only, not in the ratio): {fmt_name} {ours.images_per_s:.0f} images/s, "
+          f"{other_name} {fmt_only.images_per_s:.0f} images/s ({ours.images_per_s / fmt_only.images_per_s:.2f}x)")
+    print(f"ratio (like for like, {fmt_name}): {ours.images_per_s / best.images_per_s:.2f}x vislab vs "
+          f"torchvision DataLoader (workers={best_workers})")
 
 
 if __name__ == "__main__":
