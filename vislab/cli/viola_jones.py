@@ -15,17 +15,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = vsub.add_parser("train", help="train a face cascade on LFW faces and face-free images")
     p.add_argument("--run-dir", required=True, help="run directory, e.g. runs/vj")
     p.add_argument("--fresh", action="store_true", help="overwrite a run directory that holds a cascade")
-    p.add_argument("--stages", type=int, default=12, help="maximum number of stages (default 12)")
+    p.add_argument("--stages", type=int, default=22, help="maximum number of stages (default 22)")
     p.add_argument("--detection-rate", type=float, default=0.995, help="d of every stage (default 0.995)")
     p.add_argument("--false-positive-rate", type=float, default=0.5, help="f of every stage (default 0.5)")
-    p.add_argument("--target-false-positive-rate", type=float, default=1e-6,
-                   help="stop when the product of the f's reaches it (default 1e-6)")
+    p.add_argument("--target-false-positive-rate", type=float, default=1e-7,
+                   help="stop when the measured false-positive rate per window reaches it (default 1e-7)")
     p.add_argument("--max-weak", type=int, default=200, help="at most this many stumps per stage")
-    p.add_argument("--positives-per-face", type=int, default=10, help="augmented copies of each training face")
-    p.add_argument("--negatives", type=int, default=800, help="bootstrapped negatives per stage")
-    p.add_argument("--validation-negatives", type=int, default=400, help="negatives that measure f")
-    p.add_argument("--features", type=int, default=0, help="random subset of the Haar pool (0: all 162,336)")
-    p.add_argument("--generated-negatives", type=int, default=60, help="generated face-free images")
+    p.add_argument("--positives-per-face", type=int, default=10, help="views of each training face")
+    p.add_argument("--validation-per-face", type=int, default=20,
+                   help="views of each validation face (default 20); they set, with the training faces, "
+                        "each stage's threshold")
+    p.add_argument("--crop-positives", action="store_true",
+                   help="positives are the jittered LFW crops, not the faces as they look pasted in scenes")
+    p.add_argument("--negatives", type=int, default=1000, help="bootstrapped negatives per stage")
+    p.add_argument("--validation-negatives", type=int, default=500, help="negatives that measure f")
+    p.add_argument("--features", type=int, default=20_000,
+                   help="random part of the Haar pool each stage boosts over, drawn anew per stage "
+                        "(default 20000; 0: all 162,336)")
+    p.add_argument("--generated-negatives", type=int, default=8000,
+                   help="generated backgrounds bootstrapping may use (made only when needed; default 8000)")
+    p.add_argument("--scan-windows", type=float, default=6e7,
+                   help="windows a refill of negatives scans at most; deeper stages train on fewer "
+                        "negatives (default 6e7)")
+    p.add_argument("--harvest-rate", type=float, default=1e-4,
+                   help="false-positive rate per window below which every window of the natural images "
+                        "the cascade accepts is kept (default 1e-4; 0: never)")
+    p.add_argument("--measure-images", type=int, default=16,
+                   help="fresh images, at least, that measure each stage's false-positive rate per "
+                        "window (default 16; after the last stage, as many as it takes to count 100 "
+                        "accepted windows, at most --scan-windows windows)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train)
 
@@ -61,6 +79,7 @@ def _train(args: argparse.Namespace) -> int:
         CASCADE_FILE,
         XML_FILE,
         TrainConfig,
+        summary_table,
         train_into_run,
     )
     from vislab.errors import UserError
@@ -68,17 +87,19 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(max_stages=args.stages, detection_rate=args.detection_rate,
                       false_positive_rate=args.false_positive_rate,
                       target_false_positive_rate=args.target_false_positive_rate, max_weak=args.max_weak,
-                      positives_per_face=args.positives_per_face, negatives=args.negatives,
-                      validation_negatives=args.validation_negatives, features=args.features,
-                      generated_negatives=args.generated_negatives, seed=args.seed)
+                      positives_per_face=args.positives_per_face, validation_per_face=args.validation_per_face,
+                      scene_positives=not args.crop_positives,
+                      negatives=args.negatives, validation_negatives=args.validation_negatives,
+                      features=args.features, generated_negatives=args.generated_negatives,
+                      scan_windows=int(args.scan_windows), harvest_rate=args.harvest_rate,
+                      measure_images=args.measure_images, seed=args.seed)
     try:
         cfg.validate()
     except ValueError as e:
         raise UserError(f"{e}; fix the option (see `vislab vj train --help`)") from e
     run = Path(args.run_dir)
     result = train_into_run(run, cfg, verbose=True, overwrite=args.fresh)
-    print(f"{result.cascade.n_stages} stages, {int(result.cascade.stage_sizes.sum())} features, "
-          f"{result.seconds:.0f} s; stopped: {result.stop_reason}")
+    print(summary_table(result))
     print(f"cascade: {run / CASCADE_FILE} (OpenCV XML: {run / XML_FILE})")
     return 0
 

@@ -19,7 +19,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +80,24 @@ class SortedFeatures:
     """
 
     def __init__(self, order: np.ndarray, valid: np.ndarray, column: Callable[[int], np.ndarray]) -> None:
-        self.order, self.valid, self.column = order, valid, column
+        self.order, self.valid = order, valid
+        self._column, self._last_column = column, (-1, np.zeros(0, np.float32))
+        self._gather_index = None   # int32 copy of order for torch, made on the first round
+
+    def column(self, f: int) -> np.ndarray:
+        """The float32 values of feature f on every sample (the last feature asked is kept: a
+        round asks for the one it picked several times)."""
+        if self._last_column[0] != f:
+            self._last_column = (f, np.asarray(self._column(f), np.float32))
+        return self._last_column[1]
+
+    def gather_index(self):
+        """``order`` as an int32 torch tensor (torch gathers with int32 or int64 indices), made
+        once for every round: converting it every round cost as much as the gather itself."""
+        if self._gather_index is None:
+            import torch
+            self._gather_index = torch.from_numpy(self.order).to(torch.int32)
+        return self._gather_index
 
     @property
     def n_features(self) -> int:
@@ -140,18 +157,54 @@ class SortedFeatures:
         labels = np.asarray(labels, bool)
         dtype = np.float32 if criterion == "error" and weights.dtype == np.float32 else np.float64
         w = np.asarray(weights, dtype)
-        scorer = _error_scores if criterion == "error" else _gini_scores
-        best = (-np.inf, -1)
-        with _single_torch_thread() if criterion == "error" else nullcontext():
-            for start in range(0, self.n_features, block):
-                rows = slice(start, start + block)
-                score = scorer(self.order[rows], self.valid[rows], w, labels)
-                f = int(np.argmax(score))
-                if score[f] > best[0]:
-                    best = (float(score[f]), start + f)
-        if best[1] < 0:
+        if criterion == "error":
+            f = self._best_error_feature(w, labels, block)
+        else:
+            score = np.concatenate([_gini_scores(self.order[i:i + block], self.valid[i:i + block], w, labels)
+                                    for i in range(0, self.n_features, block)])
+            f = int(np.argmax(score)) if np.isfinite(score).any() else -1
+        if f < 0:
             raise ValueError("no feature can split the samples (all feature values are equal)")
-        return self._stump(best[1], w, labels, criterion)
+        return self._stump(f, w, labels, criterion)
+
+    def _best_error_feature(self, w: np.ndarray, labels: np.ndarray, block: int) -> int:
+        """The feature whose best valid split has the lowest weighted error (-1: none can split).
+
+        With signed weights s (+w positives, -w negatives) and D the cumulative sum of s in
+        sorted order, the two polarities err ``T+ - D`` and ``T- + D``, so the best error of a
+        feature is ``(T+ + T-) / 2 - max |D - (T+ - T-) / 2|`` over its valid splits.  One pass
+        over all features takes that maximum over every split, valid or not, from the row's
+        largest and smallest D (one gather, one cumulative sum, one max and one min per row, in
+        torch, whose row-wise cumulative sum is several times faster than numpy's): an upper
+        bound, exact unless the best split falls between equal values.  The features are then
+        checked exactly in decreasing bound until no bound left can beat the best.
+        """
+        import torch
+
+        tp, tn = float(w[labels].sum(dtype=np.float64)), float(w[~labels].sum(dtype=np.float64))
+        centre = (tp - tn) / 2
+        s = torch.from_numpy(np.where(labels, w, -w).astype(np.float32))
+        index = self.gather_index()
+        n = self.n_samples
+        bound = np.full(self.n_features, -np.inf)
+        if n < 2:
+            return -1
+        with _single_torch_thread():
+            for start in range(0, self.n_features, block):
+                d = torch.cumsum(s.index_select(0, index[start:start + block].reshape(-1)).view(-1, n), 1)[:, :-1]
+                bound[start:start + len(d)] = torch.maximum(d.amax(1) - centre, centre - d.amin(1)).numpy()
+            best, best_f = -np.inf, -1
+            for f in np.argsort(-bound, kind="stable"):
+                if bound[f] < best:
+                    break
+                valid = torch.from_numpy(self.valid[f])
+                if not bool(valid.any()):
+                    continue
+                d = torch.cumsum(s.index_select(0, index[f]).view(1, n), 1)[0, :-1]
+                score = float(torch.where(valid, (d - centre).abs(), 0).max())
+                if score > best or (score == best and f < best_f):
+                    best, best_f = score, int(f)
+        return best_f
 
     def _stump(self, f: int, w: np.ndarray, labels: np.ndarray, criterion: str) -> Stump:
         """Stump of feature f at its best split, with threshold and leaf classes."""
@@ -169,7 +222,7 @@ class SortedFeatures:
         else:
             j = int(np.argmax(np.where(self.valid[f], _gini_proxy(lp, ln, tp, tn), -np.inf)))
             left_positive, right_positive = bool(lp[j] > ln[j]), bool(tp - lp[j] > tn - ln[j])
-        values = np.asarray(self.column(f), np.float32)[idx]
+        values = self.column(f)[idx]
         threshold = _threshold(values[j], values[j + 1])
         left = np.arange(len(idx)) <= j
         pred = np.where(left, left_positive, right_positive)
@@ -198,28 +251,6 @@ def _sort_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = (keys & 0xFFFF).astype(np.int16 if n <= 2 ** 15 else np.int32)
     keys >>= 16
     return order, keys[:, 1:] != keys[:, :-1]
-
-
-def _error_scores(order: np.ndarray, valid: np.ndarray, w: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Minus the lowest weighted error of each feature (rows of ``order``), over its valid splits.
-
-    With signed weights s (+w positives, -w negatives) and D the cumulative sum of s in sorted
-    order, the two polarities err ``T+ - D`` and ``T- + D``, so the best error of a feature is
-    ``(T+ + T-) / 2 - max |D - (T+ - T-) / 2|``: one gather, one cumulative sum and one masked
-    maximum per feature.  Run in torch, whose row-wise cumulative sum is several times faster
-    than numpy's.
-    """
-    import torch
-
-    tp, tn = float(w[labels].sum(dtype=np.float64)), float(w[~labels].sum(dtype=np.float64))
-    s = torch.from_numpy(np.where(labels, w, -w).astype(np.float32))
-    idx = torch.from_numpy(order)
-    d = s.index_select(0, idx.reshape(-1).to(torch.int32 if idx.dtype != torch.int64 else torch.int64))
-    d = torch.cumsum(d.view(order.shape), 1)[:, :-1]
-    d.sub_((tp - tn) / 2).abs_()
-    reach = torch.where(torch.from_numpy(valid), d, 0).amax(1) if d.shape[1] else torch.zeros(len(order))
-    best = reach.numpy().astype(np.float64)
-    return np.where(valid.any(1), best - (tp + tn) / 2, -np.inf)
 
 
 def _gini_proxy(lp: np.ndarray, ln: np.ndarray, tp: float, tn: float) -> np.ndarray:

@@ -1,17 +1,22 @@
 """Training and test data that exist on every machine, without downloads.
 
 * Faces: scikit-image's ``data.lfw_subset()`` (100 faces and 100 non-faces, 25x25, shipped
-  with the package), split once into train / validation / test faces; positives are augmented
-  with small shifts, flips and scale jitter.
+  with the package), split once into train / validation / test faces; positives are the faces
+  as the detector sees them in scenes (:func:`face_windows`), or the crops jittered with small
+  shifts, flips and scale changes (:func:`augment_faces`).
 * Face-free images: scikit-image's sample images without people or animals, plus images the
   project generates (gradients, shapes, lines and noise textures); separate images feed
-  training negatives and test scenes.
+  training negatives and test scenes: different samples, and generator seeds below
+  ``TEST_SEED_START`` for training, from it on for testing.  Training also sees its samples
+  mirrored and turned by quarter turns (:func:`sample_views`), and scenes made of training
+  faces on training backgrounds (:func:`training_negatives`).
 * Scenes: faces pasted with soft edges at random positions and sizes on face-free
   backgrounds, with their boxes: a detection test set with known answers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +30,8 @@ TRAIN_SAMPLES = ("brick", "grass", "gravel", "coins", "moon", "page", "text", "c
 TEST_SAMPLES = ("coffee", "rocket", "hubble_deep_field", "motorcycle")
 # every 2-D sample that ships with scikit-image (no download): the names `vj detect` accepts as images
 SAMPLE_NAMES = ("astronaut", "camera", "chelsea", "cat") + TRAIN_SAMPLES + TEST_SAMPLES
+# generated test backgrounds use seeds from here on; training ones stay below
+TEST_SEED_START = 10_000
 _SPLIT_SEED = 2004   # the year of the journal version of Viola & Jones; fixes the face split
 _SPLITS = {"train": (0, 70), "val": (70, 85), "test": (85, 100)}
 
@@ -146,8 +153,22 @@ def negative_images(split: str = "train", generated: int = 60, size: tuple[int, 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     names = TRAIN_SAMPLES if split == "train" else TEST_SAMPLES
-    seeds = range(generated) if split == "train" else range(10_000, 10_000 + generated)
+    if split == "train" and generated > TEST_SEED_START:
+        raise ValueError(f"at most {TEST_SEED_START} generated training images (the seeds above are the "
+                         f"test backgrounds'), got {generated}")
+    seeds = range(generated) if split == "train" else range(TEST_SEED_START, TEST_SEED_START + generated)
     return [sample_image(n) for n in names] + [generated_image(s, size) for s in seeds]
+
+
+def dihedral(img: np.ndarray, k: int) -> np.ndarray:
+    """The image turned by ``k % 4`` quarter turns, mirrored when ``k >= 4``: its eight views."""
+    img = np.rot90(img, k % 4)
+    return np.ascontiguousarray(img[:, ::-1] if k >= 4 else img)
+
+
+def sample_views() -> list[np.ndarray]:
+    """The eight views (:func:`dihedral`) of every training sample: 136 face-free natural images."""
+    return [dihedral(img, k) for img in map(sample_image, TRAIN_SAMPLES) for k in range(8)]
 
 
 @dataclass(frozen=True)
@@ -156,6 +177,17 @@ class Scene:
 
     image: np.ndarray
     boxes: np.ndarray
+
+
+def _paste_face(img: np.ndarray, face: np.ndarray, x: int, y: int, s: int) -> None:
+    """Paste a face crop, scaled to s x s (bilinear), at (x, y) of a float image, its edges
+    blended into the background over 12 % of its size."""
+    import cv2
+
+    patch = cv2.resize(face.astype(np.float64), (s, s), interpolation=cv2.INTER_LINEAR)
+    ramp = np.clip((np.minimum(np.arange(s), np.arange(s)[::-1]) + 0.5) / (0.12 * s), 0, 1)
+    alpha = np.minimum(ramp[:, None], ramp[None, :])
+    img[y:y + s, x:x + s] = alpha * patch + (1 - alpha) * img[y:y + s, x:x + s]
 
 
 def make_scene(rng: np.random.Generator, background: np.ndarray, faces: np.ndarray,
@@ -180,11 +212,7 @@ def make_scene(rng: np.random.Generator, background: np.ndarray, faces: np.ndarr
         else:
             continue
         face = faces[rng.integers(len(faces))]
-        face = face[:, ::-1] if rng.random() < 0.5 else face
-        patch = cv2.resize(face.astype(np.float64), (s, s), interpolation=cv2.INTER_LINEAR)
-        ramp = np.clip((np.minimum(np.arange(s), np.arange(s)[::-1]) + 0.5) / (0.12 * s), 0, 1)
-        alpha = np.minimum(ramp[:, None], ramp[None, :])
-        img[y:y + s, x:x + s] = alpha * patch + (1 - alpha) * img[y:y + s, x:x + s]
+        _paste_face(img, face[:, ::-1] if rng.random() < 0.5 else face, x, y, s)
         boxes.append((x, y, x + s, y + s))
     return Scene(np.clip(np.rint(img), 0, 255).astype(np.uint8), np.array(boxes, np.int64).reshape(-1, 4))
 
@@ -195,3 +223,69 @@ def make_scenes(n: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> li
     backgrounds = negative_images("test", generated=max(n // 2, 1))
     faces = lfw_faces("test")
     return [make_scene(rng, backgrounds[rng.integers(len(backgrounds))], faces, size) for _ in range(n)]
+
+
+def face_windows(faces: np.ndarray, copies: int, rng: np.random.Generator, backgrounds: list[np.ndarray],
+                 window: int = 24, face_size: tuple[int, int] = (36, 96), max_shift: float = 0.05,
+                 scale_jitter: float = 0.08) -> np.ndarray:
+    """``copies`` (window x window) uint8 views of every face as the detector sees it in a scene.
+
+    As :func:`make_scene` does, the face is scaled to a random size, mirrored half of the time
+    and pasted with soft edges on a crop of a random background; the window around it, shifted
+    by up to ``max_shift`` of its size and scaled by ``1 +- scale_jitter``, is then resampled
+    to the window size as the detector's pyramid resamples it (``resize_linear_exact``).
+    """
+    import cv2
+
+    from vislab.classic.viola_jones.detect import resize_linear_exact
+
+    out = np.empty((len(faces) * copies, window, window), np.uint8)
+    for n, k in enumerate(np.repeat(np.arange(len(faces)), copies)):
+        s = int(rng.integers(face_size[0], face_size[1] + 1))
+        side = 2 * s                                                   # the face sits in the middle
+        bg = backgrounds[rng.integers(len(backgrounds))]
+        crop = min(int(side * rng.uniform(0.75, 2.0)), *bg.shape)
+        y0, x0 = int(rng.integers(0, bg.shape[0] - crop + 1)), int(rng.integers(0, bg.shape[1] - crop + 1))
+        canvas = cv2.resize(bg[y0:y0 + crop, x0:x0 + crop], (side, side), interpolation=cv2.INTER_AREA)
+        canvas = canvas.astype(np.float64)
+        face = faces[k][:, ::-1] if rng.random() < 0.5 else faces[k]
+        _paste_face(canvas, face, s // 2, s // 2, s)
+        canvas = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+        ws = s * (1 + rng.uniform(-scale_jitter, scale_jitter))       # the window's side in the canvas
+        cx, cy = s // 2 + s / 2 + rng.uniform(-max_shift, max_shift, 2) * s
+        f = window / ws
+        small = resize_linear_exact(canvas, (round(side * f), round(side * f)))
+        limit = small.shape[0] - window
+        wx, wy = (min(max(round((c - ws / 2) * f), 0), limit) for c in (cx, cy))
+        out[n] = small[wy:wy + window, wx:wx + window]
+    return out
+
+
+def training_negatives(generated: int, faces: np.ndarray, seed: int = 0,
+                       size: tuple[int, int] = (480, 360)) -> Iterator[np.ndarray | Scene]:
+    """Face-free training images and training scenes, made one at a time in a random order fixed
+    by ``seed``: a bootstrapping source that makes only what is scanned.
+
+    Every view of every training sample (:func:`sample_views`) comes once as it is and once as
+    the background of a scene; ``generated`` generated images (seeds below ``TEST_SEED_START``)
+    come as backgrounds of scenes.  Scenes are made as the test scenes are (:func:`make_scene`),
+    with ``faces`` (training faces): bootstrapping then also finds the windows that cut through
+    a face or hold one among background, which test scenes are full of (the windows that cover
+    a face box well are not negatives, the miner skips them).
+    """
+    if not 0 <= generated <= TEST_SEED_START:
+        raise ValueError(f"generated must be in [0, {TEST_SEED_START}] (the seeds above are the test "
+                         f"backgrounds'), got {generated}")
+    views = [(name, k, scene) for name in TRAIN_SAMPLES for k in range(8) for scene in (False, True)]
+    items = views + [(None, s, True) for s in range(generated)]
+    rng = np.random.default_rng([seed, 0x5CE7E, 1])
+    samples: dict[str, np.ndarray] = {}
+    for i in np.random.default_rng([seed, 0xBAC6]).permutation(len(items)):
+        name, k, scene = items[i]
+        if name is None:
+            img = generated_image(k, size)
+        else:
+            if name not in samples:
+                samples[name] = sample_image(name)
+            img = dihedral(samples[name], k)
+        yield make_scene(rng, img, faces) if scene else img

@@ -217,34 +217,58 @@ def _corner_matrix(features: HaarFeatures, window: tuple[int, int], tilted: bool
     return mat
 
 
-def raw_feature_values(features: HaarFeatures, windows: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """Unnormalised feature values (F, N) of a stack of (N, H, W) integer windows, float32.
+def _integral_tables(windows: np.ndarray, tilted: bool) -> list[tuple[np.ndarray, bool, int]]:
+    """Flattened integral tables (N, (H + 1) * (W + 1)) of a window stack, upright and, if asked,
+    tilted, each with its largest absolute entry."""
+    n = len(windows)
+    tables = [integral_image(windows).reshape(n, -1)]
+    if tilted:
+        tables.append(np.stack([tilted_integral_image(x) for x in windows]).reshape(n, -1))
+    return [(t, k == 1, int(np.abs(t).max(initial=0))) for k, t in enumerate(tables)]
 
-    For uint8 windows the values are exact integers, as OpenCV's float32 sums are.
-    """
-    windows = np.asarray(windows)
-    if windows.ndim != 3:
-        raise ValueError(f"windows must be (N, H, W), got shape {windows.shape}")
-    n, h, w = windows.shape
-    if not features.fits((w, h)).all():
-        raise ValueError(f"some features do not fit in the {w}x{h} windows")
-    tables = [(integral_image(windows).reshape(n, -1), False)]
-    if features.tilted.any():
-        tables.append((np.stack([tilted_integral_image(x) for x in windows]).reshape(n, -1), True))
+
+def _raw_values(features: HaarFeatures, tables: list[tuple[np.ndarray, bool, int]], window: tuple[int, int],
+                chunk: int) -> np.ndarray:
+    n = len(tables[0][0])
     out = np.empty((len(features), n), np.float32)
     for start in range(0, len(features), chunk):
         part = features.subset(slice(start, start + chunk))
         acc = np.zeros((n, len(part)), np.float64)
-        for table, tilted in tables:
-            mat = _corner_matrix(part, (w, h), tilted)
+        for table, tilted, table_max in tables:
+            mat = _corner_matrix(part, window, tilted)
+            rows = np.flatnonzero(mat.any(1))
             # float32 products are exact while every partial sum stays below 2**24
-            bound = np.abs(mat).sum(0).max() * max(np.abs(table).max(), 1)
-            if bound < 2 ** 24:
+            bound = np.abs(mat).sum(0).max() * max(table_max, 1)
+            if len(rows) <= 32 and np.array_equal(mat[rows], np.round(mat[rows])):
+                # a few features (a boosting round asks for one): their corners only, in exact
+                # integers, without BLAS (whose threads would spin for every small product)
+                acc += table[:, rows].astype(np.int64) @ mat[rows].astype(np.int64)
+            elif bound < 2 ** 24:
                 acc += table.astype(np.float32) @ mat.astype(np.float32)
             else:
                 acc += table.astype(np.float64) @ mat
         out[start:start + len(part)] = acc.T
     return out
+
+
+def _check_windows(features: HaarFeatures, windows: np.ndarray) -> np.ndarray:
+    windows = np.asarray(windows)
+    if windows.ndim != 3:
+        raise ValueError(f"windows must be (N, H, W), got shape {windows.shape}")
+    _, h, w = windows.shape
+    if not features.fits((w, h)).all():
+        raise ValueError(f"some features do not fit in the {w}x{h} windows")
+    return windows
+
+
+def raw_feature_values(features: HaarFeatures, windows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Unnormalised feature values (F, N) of a stack of (N, H, W) integer windows, float32.
+
+    For uint8 windows the values are exact integers, as OpenCV's float32 sums are.
+    """
+    windows = _check_windows(features, windows)
+    tables = _integral_tables(windows, bool(features.tilted.any()))
+    return _raw_values(features, tables, windows.shape[:0:-1], chunk)
 
 
 def feature_values(features: HaarFeatures, windows: np.ndarray, vnf: np.ndarray | None = None,
@@ -255,3 +279,27 @@ def feature_values(features: HaarFeatures, windows: np.ndarray, vnf: np.ndarray 
     out = raw_feature_values(features, windows, chunk)
     out *= vnf[None, :]
     return out
+
+
+class WindowStack:
+    """A fixed stack of (N, H, W) uint8 windows asked for feature values again and again (a
+    boosting stage asks for one feature per round): its integral tables and normalisation are
+    computed once.  ``values(features)`` equals ``feature_values(features, windows)``.
+    """
+
+    def __init__(self, windows: np.ndarray, vnf: np.ndarray | None = None) -> None:
+        self.windows = np.asarray(windows)
+        self.vnf = window_normalisation(self.windows)[0] if vnf is None else vnf
+        self._tables: dict[bool, list[tuple[np.ndarray, bool, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def values(self, features: HaarFeatures, chunk: int = 8192) -> np.ndarray:
+        windows = _check_windows(features, self.windows)
+        tilted = bool(features.tilted.any())
+        if tilted not in self._tables:
+            self._tables[tilted] = _integral_tables(windows, tilted)
+        out = _raw_values(features, self._tables[tilted], windows.shape[:0:-1], chunk)
+        out *= self.vnf[None, :]
+        return out
