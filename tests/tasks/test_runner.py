@@ -25,19 +25,23 @@ def test_a_handful_of_steps_per_epoch_is_said_with_the_fix(run_cli, tmp_path):
     assert code == 0 and "optimizer step" not in out
 
 
-def test_bf16_autocast_on_a_slow_cpu_is_said(run_cli, tmp_path):
-    """The warning follows the measured ratio (bf16 matmul is ~100x slower on CPUs without AMX)."""
-    slow = bf16_slowdown() > 1.5
+@pytest.mark.parametrize("slowdown, warned", [(40.0, True), (1.0, False)])
+def test_bf16_autocast_on_a_slow_cpu_is_said(run_cli, tmp_path, monkeypatch, slowdown, warned):
+    """The warning follows the ratio measured at start (bf16 matmul is many times slower on CPUs
+    without AMX); the measurement itself is tested below, the decision here with a fixed ratio."""
+    from vislab.tasks import runner
+    monkeypatch.setattr(runner, "bf16_slowdown", lambda: slowdown)
     code, out, err = run_cli("train", "--run-dir", tmp_path / "r", *TINY, "--set", "data.limit_train=400",
                              "--set", "train.batch_size=32", "--set", "train.amp=true", "--device", "cpu")
     assert code == 0, err
-    assert ("warning: train.amp=true on this CPU" in out) == slow
+    assert ("warning: train.amp=true on this CPU" in out) == warned
     code, out, _ = run_cli("train", "--run-dir", tmp_path / "s", *TINY, "--set", "data.limit_train=400",
                            "--set", "train.batch_size=32", "--device", "cpu")
     assert "train.amp" not in out
 
 
 def test_bf16_slowdown_measures_a_ratio():
+    """The ratio of the two timed products, each the best of its repetitions."""
     r = bf16_slowdown(64, reps=2)
     assert np.isfinite(r) and r > 0
 

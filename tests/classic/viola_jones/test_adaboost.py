@@ -85,6 +85,20 @@ def test_no_threshold_between_equal_values():
     assert stump.error == pytest.approx(_brute_force_error(X, y, np.full(6, 1 / 6)))
 
 
+def test_bounded_search_equals_brute_force_with_many_ties():
+    """Features of few distinct values, so the best split of many is between equal values: the
+    search by upper bounds, checked exactly, still finds the brute-force optimum."""
+    rng = np.random.default_rng(4)
+    for trial in range(20):
+        X = rng.integers(0, 4, (300, 40)).astype(np.float32)
+        y = rng.random(40) < 0.5
+        w = rng.random(40)
+        w /= w.sum()
+        stump = SortedFeatures.from_matrix(X).best_stump(w.astype(np.float32), y)
+        assert stump.error == pytest.approx(_brute_force_error(X, y, w), abs=1e-6), trial
+        assert not np.any(X[stump.feature] == np.float32(stump.threshold))
+
+
 def test_weights_renormalised_and_reweighted_like_viola_jones(lfw_features):
     X, y = lfw_features
     booster = AdaBoost(SortedFeatures.from_matrix(X), y)

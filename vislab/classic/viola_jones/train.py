@@ -11,8 +11,10 @@ The negatives of every stage are windows of face-free images that the cascade so
 accepts (bootstrapping, :class:`NegativeMiner`): images are scanned once each, exactly as the
 detector scans them, and the windows they give are kept and filtered by each new stage, so a
 window rejected early is never looked at again; new images are scanned only when the kept
-windows run short.  Those fresh scans also measure the false-positive rate per window of the
-cascade on images it has never seen.  Training stops at the stage limit, when that rate reaches
+windows run short.  Half of the images are scenes of training faces, whose windows that cut
+through a face are negatives too; once the cascade is deep, the few natural images are scanned
+again and every window it accepts there is kept.  The fresh scans also measure the
+false-positive rate per window of the cascade on images it has never seen.  Training stops at the stage limit, when that rate reaches
 the target, or when the images or the faces run out.
 """
 
@@ -428,7 +430,7 @@ def train_cascade(cfg: TrainConfig, log: Callable[[dict], None] | None = None,
         fresh = miner.refill(cascade, 0 if last else need, rng, cfg.measure_images, cfg.scan_windows,
                              min_accepted=100 if last else 0)
         rate = fresh.rate
-        if not harvested and rate <= cfg.harvest_rate and not last:
+        if not harvested and 0 < cfg.harvest_rate and rate <= cfg.harvest_rate and not last:
             harvested = True
             miner.harvest(cascade, sample_views(), 1.1)
         stats.append(StageStats(s, len(stumps), d, f, float(threshold), rate, fresh.windows,
