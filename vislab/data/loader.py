@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from vislab.data.datasets import ArrayDataset
+from vislab.data.info import Normalization
 from vislab.data.transforms import AugmentConfig, augment_batch, mixup
 
 
@@ -32,12 +33,8 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
 
 def to_tensor(images: np.ndarray, mean: list[float], std: list[float],
               device: torch.device | str = "cpu", channels_last: bool = False) -> Tensor:
-    """uint8 ``(N, C, H, W)`` -> normalised float32 on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255.0)
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    x = (x - m) / s
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    """uint8 ``(N, C, H, W)`` -> normalised float32 on ``device`` (:meth:`Normalization.from_uint8`)."""
+    return Normalization(tuple(mean), tuple(std)).from_uint8(images, device, channels_last)
 
 
 @dataclass
