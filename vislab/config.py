@@ -40,6 +40,8 @@ class DataConfig:
     limit_train: int | None = None       # use only the first N training images (quick trials)
     val_size: float = 5000               # images (or fraction if < 1) carved from the training set
     kwargs: dict[str, Any] = field(default_factory=dict)   # options of generated data sets
+    classes: list[int] | None = None     # keep only these classes (relabelled 0..k-1 in this order)
+    per_class: int | None = None         # keep only the first N training images of each class (few labels)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_pad=2, flip=True))
 
 
@@ -47,6 +49,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "small_cnn"
     kwargs: dict[str, Any] = field(default_factory=dict)   # extra constructor arguments
+    init_from: str | None = None         # a run directory: start from its weights, head excepted (transfer)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     alpha: float = 0.99                  # RMSProp smoothing
+    backbone_lr_scale: float = 1.0       # learning rate of the backbone (all but the head) / optim.lr
 
 
 @dataclass
@@ -81,11 +85,27 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float | None = None       # max global L2 norm
     early_stop_patience: int | None = None  # epochs without val improvement before stopping
-    monitor: str = "val_top1"            # a validation metric of the task (e.g. val_top1, val_loss)
+    monitor: str | None = None           # validation metric that picks best.pt (None: the task's own, e.g. val_top1)
     ema_decay: float | None = None       # e.g. 0.999: evaluate an exponential moving average
     amp: bool = False                    # autocast (bf16 on CUDA); off by default on CPU
     channels_last: bool = True       # faster convolutions on CPU (oneDNN) and CUDA
     aux_weight: float | None = None      # auxiliary-classifier loss weight (None: the model's own)
+    freeze: str = "none"                 # none | backbone (train only the head: linear probe)
+
+
+@dataclass
+class MetricConfig:
+    """Metric learning (``task: metric``): the embedding, its loss, the triplets or pairs mined
+    in each batch, and the open-set protocol (train on some classes, retrieve among the others)."""
+    loss: str = "triplet"                # triplet | contrastive | cross_entropy (baseline: penultimate layer)
+    margin: float = 0.2
+    squared: bool = False                # squared Euclidean distances in the loss (the 002 notes' form)
+    normalize: bool = True               # L2-normalise the embeddings (distances then lie in [0, 2])
+    miner: str = "semi_hard"             # random | batch_all | batch_hard | semi_hard | hard
+    embed_dim: int = 64                  # 0: no projection, the backbone's pooled features are the embedding
+    classes_per_batch: int = 5           # P of a P x K class-balanced batch
+    images_per_class: int = 32           # K
+    train_classes: list[int] | None = field(default_factory=lambda: [0, 1, 2, 3, 4])   # None: closed set
 
 
 @dataclass
@@ -95,6 +115,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    metric: MetricConfig = field(default_factory=MetricConfig)
     task: str = "classification"         # see `vislab.engine.tasks.list_tasks()`
     seed: int = 0
     device: str = "auto"
@@ -108,8 +129,12 @@ _CHOICES = {
     "optim.name": ("sgd", "rmsprop", "adam", "adamw"),
     "sched.name": ("none", "step", "cosine", "onecycle"),
     "train.loss": ("cross_entropy", "bce", "mse"),
+    "train.freeze": ("none", "backbone"),
+    "metric.loss": ("triplet", "contrastive", "cross_entropy"),
+    "metric.miner": ("random", "batch_all", "batch_hard", "semi_hard", "hard"),
 }
-_POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr")
+_POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr", "optim.backbone_lr_scale",
+             "metric.classes_per_batch", "metric.images_per_class")
 
 
 def _plain(d: Any) -> Any:
@@ -222,6 +247,8 @@ def coerce(value: Any, typ: Any, path: str) -> Any:
             return value
     elif origin is tuple and isinstance(value, (list, tuple)) and len(value) == len(args):
         return tuple(coerce(v, a, path) for v, a in zip(value, args))
+    elif origin is list and isinstance(value, (list, tuple)):
+        return [coerce(v, args[0], path) for v in value] if args else list(value)
     elif origin is dict and isinstance(value, dict):
         return dict(value)
     name = getattr(typ, "__name__", str(typ))
@@ -263,6 +290,15 @@ def validate(cfg: Config) -> None:
         raise UserError("data.limit_train must be a positive number of images (or null for all)")
     if not 0 <= cfg.train.label_smoothing < 1:
         raise UserError("train.label_smoothing must lie in [0, 1)")
+    if cfg.data.per_class is not None and cfg.data.per_class <= 0:
+        raise UserError("data.per_class must be a positive number of images per class (or null for all)")
+    if cfg.metric.loss == "contrastive" and cfg.metric.miner not in ("random", "batch_all"):
+        raise UserError(f"metric.miner={cfg.metric.miner} mines triplets; the contrastive loss takes pairs: "
+                        "set metric.miner=random (random balanced pairs) or batch_all (every pair of the batch)")
+    if cfg.metric.embed_dim < 0:
+        raise UserError(f"metric.embed_dim must be >= 0 (0: the backbone's pooled features), got {cfg.metric.embed_dim}")
+    if cfg.metric.margin < 0:
+        raise UserError(f"metric.margin must be >= 0, got {cfg.metric.margin}")
     if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:
         raise UserError("train.ema_decay must lie in (0, 1), e.g. 0.999")
 

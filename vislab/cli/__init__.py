@@ -23,6 +23,7 @@ _EXTENSIONS = (
     "vislab.cli.report",
     "vislab.cli.viola_jones",
     "vislab.cli.export",
+    "vislab.cli.metric",
 )
 
 

@@ -19,6 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from vislab.errors import UserError
 from vislab.io import atomic_torch_save, atomic_write_text
 
 if TYPE_CHECKING:
@@ -96,7 +97,9 @@ class EarlyStopHook(Hook):
     def after_epoch(self, t: Trainer) -> None:
         value = t.epoch_metrics.get(self.monitor)
         if value is None:
-            return
+            known = ", ".join(k for k in t.epoch_metrics if k.startswith("val_")) or "none"
+            raise UserError(f"train.monitor is {self.monitor!r}, which this task does not measure; "
+                            f"set --set train.monitor= one of its validation metrics: {known}")
         better = value < self.best if self.mode == "min" else value > self.best
         t.improved = better
         if better:

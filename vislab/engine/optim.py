@@ -2,28 +2,57 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from vislab.errors import UserError
 
+HEAD = "head"
 
-def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
-    """Two groups: weights that get decay, and (unless ``decay_norm_and_bias``) biases and
-    normalisation parameters (any parameter with fewer than 2 dims) that do not."""
-    if decay_norm_and_bias or weight_decay == 0:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+
+def is_head(name: str) -> bool:
+    """Whether the parameter, buffer or submodule ``name`` (as ``named_parameters``,
+    ``state_dict`` and ``named_modules`` spell it) belongs to the classifier head.  The engine does
+    not import the models, so this is a contract on names: a classifier keeps its head in the
+    attribute ``head`` (as ``vislab.models.base.Classifier`` does); everything else is its backbone."""
+    return name == HEAD or name.startswith(HEAD + ".")
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
+                 backbone_lr: float | None = None) -> list[dict]:
+    """The trainable parameters (frozen ones, ``requires_grad=False``, are left out) in groups:
+    weights that get decay, and (unless ``decay_norm_and_bias``) biases and normalisation
+    parameters (any parameter with fewer than 2 dims) that do not.
+
+    With ``backbone_lr`` each of those is split again: the backbone's parameters get
+    ``lr=backbone_lr``, the head's (:func:`is_head`) keep the optimizer's rate; up to four
+    groups, backbone first, empty ones left out (a frozen backbone leaves only the head's)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    split = not decay_norm_and_bias and weight_decay != 0
+
+    def by_decay(params: list[nn.Parameter], **extra) -> list[dict]:
+        if not split:
+            return [{"params": params, "weight_decay": weight_decay, **extra}]
+        return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, **extra},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, **extra}]
+
+    if backbone_lr is None:
+        return by_decay([p for _, p in named])
+    if not any(is_head(n) for n, _ in model.named_parameters()):
+        raise UserError(f"optim.backbone_lr_scale needs a classifier whose head is its attribute `{HEAD}`; "
+                        f"{type(model).__name__} has none: set optim.backbone_lr_scale=1")
+    groups = (by_decay([p for n, p in named if not is_head(n)], lr=backbone_lr)
+              + by_decay([p for n, p in named if is_head(n)]))
+    return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    """``cfg``: an :class:`vislab.config.OptimConfig`."""
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    """``cfg``: an :class:`vislab.config.OptimConfig`.  ``backbone_lr_scale`` != 1 gives the
+    backbone (all but ``model.head``) the rate ``lr * backbone_lr_scale`` in groups of its own."""
+    backbone_lr = cfg.lr * cfg.backbone_lr_scale if cfg.backbone_lr_scale != 1 else None
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, backbone_lr)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0)
@@ -52,8 +81,13 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int, epoch
             base_momentum=0.85, max_momentum=opt.defaults.get("momentum", 0.9) or 0.9)
     if cfg.name == "cosine":
         warm = int(round(cfg.warmup_epochs * steps_per_epoch))
-        eta_min = opt.param_groups[0]["lr"] * cfg.min_lr_ratio
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total - warm), eta_min=eta_min)
+        steps, ratio = max(1, total - warm), cfg.min_lr_ratio
+        if ratio == 0 or len({g["lr"] for g in opt.param_groups}) == 1:
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps,
+                                                                eta_min=opt.param_groups[0]["lr"] * ratio)
+        else:   # CosineAnnealingLR has one eta_min for all groups; each group ends at its own lr * ratio
+            cosine = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda t: ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps)))
         if warm == 0:
             return cosine
         ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / warm, total_iters=warm)

@@ -29,7 +29,7 @@ class Trainer:
         model, optimizer: what is trained.
         loss_fn: ``loss_fn(model_output, target) -> loss`` (the task's loss, aux heads included).
         correct_fn: ``correct_fn(model_output, target) -> number of correct samples`` for the
-            running training accuracy (``None``: not tracked).
+            running training accuracy (``None``, or a function returning ``None``: not tracked).
         loader: iterable of ``(x, target)`` batches already on the device; must have ``gen``
             (its ``torch.Generator``) whose state is saved for resume, and ``__len__``.
         hooks: run in list order at each point of the loop.
@@ -88,8 +88,10 @@ class Trainer:
         self.seen += len(x)
         with torch.no_grad():
             self._loss_sum += loss.detach() * len(x)
-            if self.correct_fn is not None:
-                self._correct += self.correct_fn(out, y)
+            correct = self.correct_fn(out, y) if self.correct_fn is not None else None
+            if correct is not None:
+                self._correct += correct
+                self._tracked = True
             self._count += len(x)
         if self.step % 25 == 0:
             self._check_finite(float(self._loss_sum))
@@ -99,11 +101,12 @@ class Trainer:
         self._loss_sum = torch.zeros((), device=self.device)
         self._correct = torch.zeros((), device=self.device)
         self._count = 0
+        self._tracked = False
 
     def running(self) -> tuple[float, float | None]:
         """Mean training loss and accuracy (``None`` when not tracked) of the epoch so far."""
         n = max(self._count, 1)
-        acc = float(self._correct) / n if self.correct_fn is not None else None
+        acc = float(self._correct) / n if self._tracked else None
         return float(self._loss_sum) / n, acc
 
     def _check_finite(self, loss_sum: float) -> None:

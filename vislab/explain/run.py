@@ -20,6 +20,7 @@ from torch import Tensor
 
 from vislab.data.datasets import load_split
 from vislab.data.formats import load_image
+from vislab.data.subsets import keep_classes
 from vislab.errors import UserError
 from vislab.explain.activation_max import maximize_activation
 from vislab.explain.cam import class_maps, grad_cam, normalize, upsample
@@ -94,9 +95,11 @@ class RunContext:
         return self.norm.denormalize(x.detach().float().cpu()).clamp(0, 1).numpy()
 
     def split(self, name: str):
-        """``'train'`` or ``'test'`` of the run's data set (uint8, cached)."""
+        """``'train'`` or ``'test'`` of the run's data set (uint8, cached), restricted to the
+        classes the run was trained on (``data.classes``) and labelled as in training."""
         if name not in self._splits:
-            self._splits[name] = load_split(self.cfg.data.name, name, self.cfg.data.root)
+            d = load_split(self.cfg.data.name, name, self.cfg.data.root)
+            self._splits[name] = d if self.cfg.data.classes is None else keep_classes(d, self.cfg.data.classes)
         return self._splits[name]
 
     def sample(self, name: str, limit: int) -> tuple[Tensor, Tensor]:
@@ -224,7 +227,7 @@ def _mistakes(ctx: RunContext, opts: Options) -> Result:
                          ctx.path("mistakes.png"))
     lines = [f"{len(wrong)} mistakes in {len(y)} test images; the {len(worst)} most confident:"]
     lines += [t.replace("\n", " ") for t in titles]
-    return Result("mistakes", [path], lines, {"mistakes": int(len(wrong)), "shown": worst.tolist()})
+    return Result("mistakes", [path], lines, {"mistakes": len(wrong), "shown": worst.tolist()})
 
 
 @_method("filters")

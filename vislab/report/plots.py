@@ -29,7 +29,8 @@ def save_figure(fig, path: str) -> str:
 
 
 def plot_curves(metrics_path: str, out_dir: str) -> list[str]:
-    """``loss.png`` and ``accuracy.png``: train and val per epoch from ``metrics.jsonl``."""
+    """``loss.png`` (train and val loss) and ``accuracy.png`` (training accuracy and every other
+    validation score the task measured) per epoch, from ``metrics.jsonl``."""
     if not os.path.exists(metrics_path):
         return []
     with open(metrics_path) as f:
@@ -40,7 +41,8 @@ def plot_curves(metrics_path: str, out_dir: str) -> list[str]:
     plt = pyplot()
     paths = []
     x = [r["epoch"] + 1 for r in epochs]
-    for name, keys in (("loss", ("train_loss", "val_loss")), ("accuracy", ("train_top1", "val_top1"))):
+    scores = ("train_top1", *sorted({k for r in epochs for k in r if k.startswith("val_") and k != "val_loss"}))
+    for name, keys in (("loss", ("train_loss", "val_loss")), ("accuracy", scores)):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for k in keys:
             ys = [r.get(k) for r in epochs]

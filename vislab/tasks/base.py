@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from vislab.config import Config
 from vislab.data.info import DataInfo
+from vislab.data.loader import TensorLoader
 from vislab.errors import UserError
 
 if TYPE_CHECKING:
@@ -52,15 +53,21 @@ class Task(Protocol):
     """What a task family implements.
 
     ``augment``: whether the image-only batch augmentations of ``data.augment`` apply to its
-    inputs (they would move a box without its target).  ``monitor_default`` is the validation
-    metric that picks ``best.pt`` unless the recipe names another.
+    inputs (they would move a box without its target).  ``monitor`` is the validation metric
+    that picks ``best.pt`` unless the recipe names another (``train.monitor``).
     """
     name: str
     augment: bool
+    monitor: str
 
     def build_data(self, cfg: Config, device: torch.device,
                    val_indices: np.ndarray | None = None) -> DataBundle:
         """Train and validation tensors, normalised with statistics of the training part."""
+        ...
+
+    def train_loader(self, cfg: Config, data: DataBundle, gen: torch.Generator):
+        """The training batches: an iterable of ``(x, target)`` on the device with ``__len__``
+        and ``gen`` (whose state a checkpoint saves); most tasks return :func:`shuffled_batches`."""
         ...
 
     def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
@@ -98,6 +105,15 @@ class Task(Protocol):
         ...
 
 
+def shuffled_batches(cfg: Config, data: DataBundle, gen: torch.Generator, augment: bool) -> TensorLoader:
+    """Shuffled batches of ``train.batch_size`` (the last partial one dropped when there is more
+    than one), with the batch augmentations of ``data.augment`` when ``augment``."""
+    return TensorLoader(data.train_x, data.train_y, cfg.train.batch_size, shuffle=True,
+                        drop_last=len(data.train_y) > cfg.train.batch_size,
+                        augment=cfg.data.augment if augment else None, gen=gen,
+                        num_classes=data.info.num_classes, fill=data.info.norm.black)
+
+
 _TASKS: dict[str, Task] = {}
 
 
@@ -120,4 +136,4 @@ def get_task(name: str) -> Task:
     return _TASKS[name]
 
 
-__all__ = ["DataBundle", "Section", "Task", "get_task", "list_tasks", "register_task"]
+__all__ = ["DataBundle", "Section", "Task", "get_task", "list_tasks", "register_task", "shuffled_batches"]

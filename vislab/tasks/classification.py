@@ -14,10 +14,11 @@ from torch import Tensor, nn
 
 from vislab.analysis import summarize
 from vislab.config import Config
-from vislab.data.datasets import checksum_warning, load_split
+from vislab.data.datasets import ArrayDataset, checksum_warning, load_split
 from vislab.data.formats import load_image
 from vislab.data.info import DataInfo, Normalization
 from vislab.data.loader import TensorLoader, channel_stats, train_val_split
+from vislab.data.subsets import class_indices, first_per_class, keep_classes
 from vislab.engine.losses import build_loss
 from vislab.errors import UserError
 from vislab.explain.run import Options, explain
@@ -28,8 +29,9 @@ from vislab.models.base import split_logits
 from vislab.models.registry import default_kwargs, model_accepts
 from vislab.report import html as H
 from vislab.report.plots import plot_confusion, plot_roc
-from vislab.tasks.base import DataBundle, Section, register_task
+from vislab.tasks.base import DataBundle, Section, register_task, shuffled_batches
 from vislab.tasks.trained import TrainedRun
+from vislab.tasks.transfer import source_normalization
 
 
 @torch.no_grad()
@@ -119,23 +121,58 @@ def top_predictions(logits: Tensor, paths: list[str], classes: tuple[str, ...], 
 class ClassificationTask:
     name = "classification"
     augment = True
+    monitor = "val_top1"
 
     def build_data(self, cfg: Config, device: torch.device, val_indices: np.ndarray | None = None) -> DataBundle:
-        """Training set -> (train, validation) tensors on ``device``, normalised with statistics
-        of the training part only.  The test set is not read here."""
+        """Training set -> (train, validation) tensors on ``device``.  The test set is not read here.
+
+        In this order: the first ``data.limit_train`` images of the file; the images of
+        ``data.classes``, relabelled ``0..k-1``; the train/validation split (``val_indices`` are
+        positions in the file, as :func:`vislab.tasks.runner.cross_validate` draws them); then
+        the first ``data.per_class`` images of each class of the training part, the labelled few.
+        The validation images are carved before that cut, from the other images of the same
+        classes, so they are never among the labelled ones (and the validation set is not small:
+        lower ``data.val_size`` for a stricter few-labels protocol).  Inputs are normalised with
+        statistics of the training part, or as the run ``model.init_from`` names was (its
+        backbone's input)."""
         warning = checksum_warning(cfg.data.name, cfg.data.root)
-        full = load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download)
-        x, y = full.images, full.labels
+        data = load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download)
+        notes = [f"warning: {warning}"] if warning else []
         if cfg.data.limit_train is not None:
-            x, y = x[:cfg.data.limit_train], y[:cfg.data.limit_train]
+            n = cfg.data.limit_train
+            data = ArrayDataset(data.images[:n], data.labels[:n], data.classes, data.source)
+        if cfg.data.classes is not None:
+            try:
+                kept = class_indices(data.labels, cfg.data.classes, len(data.classes))
+            except UserError as e:
+                raise UserError(f"data.{e}") from None
+            data = keep_classes(data, cfg.data.classes)
+            if val_indices is not None:          # positions in the file -> among the kept images
+                val_indices = np.flatnonzero(np.isin(kept, val_indices))
+        x, y = data.images, data.labels
         tr, va = split_train_val(len(y), cfg, val_indices)
-        mean, std = channel_stats(x[tr])
-        norm = Normalization(tuple(mean), tuple(max(s, 1e-6) for s in std))
-        info = DataInfo(cfg.data.name, tuple(full.classes), int(x.shape[1]), (int(x.shape[2]), int(x.shape[3])), norm)
+        if cfg.data.per_class is not None:
+            try:
+                tr = tr[first_per_class(y[tr], cfg.data.per_class, len(data.classes))]
+            except UserError as e:
+                raise UserError(f"data.per_class: {e} (in the training part, after the validation split)") from None
+        if cfg.data.classes is not None or cfg.data.per_class is not None:
+            notes.append(f"classes {', '.join(data.classes)}: {len(tr)} training images"
+                         + (f" ({cfg.data.per_class} per class)" if cfg.data.per_class else "")
+                         + f", {len(va)} validation images")
+        norm = source_normalization(cfg, int(x.shape[1]))
+        if norm is None:
+            mean, std = channel_stats(x[tr])
+            norm = Normalization(tuple(mean), tuple(max(s, 1e-6) for s in std))
+        else:
+            notes.append(f"inputs normalised as in {cfg.model.init_from}, the input its backbone learnt on")
+        info = DataInfo(cfg.data.name, tuple(data.classes), int(x.shape[1]), (int(x.shape[2]), int(x.shape[3])), norm)
         cl = cfg.train.channels_last
         return DataBundle(norm.from_uint8(x[tr], device, cl), torch.from_numpy(y[tr]).to(device),
-                          norm.from_uint8(x[va], device, cl), torch.from_numpy(y[va]).to(device), info,
-                          [f"warning: {warning}"] if warning else [])
+                          norm.from_uint8(x[va], device, cl), torch.from_numpy(y[va]).to(device), info, notes)
+
+    def train_loader(self, cfg: Config, data: DataBundle, gen: torch.Generator) -> TensorLoader:
+        return shuffled_batches(cfg, data, gen, self.augment)
 
     def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
         return build_classifier(cfg, info)
@@ -169,6 +206,8 @@ class ClassificationTask:
         and ``plots/roc.png``."""
         cfg = run.config
         test = load_split(cfg.data.name, "test", cfg.data.root, cfg.data.download)
+        if cfg.data.classes is not None:     # the classes the run was trained on, labelled as in training
+            test = keep_classes(test, cfg.data.classes)
         x, y = run.norm.from_uint8(test.images, run.device), torch.from_numpy(test.labels).to(run.device)
         logits, labels = predict_logits(run.model, TensorLoader(x, y, cfg.train.eval_batch_size))
         if tta:   # average with the left-right mirror image

@@ -34,7 +34,7 @@ from vislab.io import atomic_write_text
 from vislab.metrics.classification import classification_report
 from vislab.metrics.detection import evaluate_detections
 from vislab.report import html as H
-from vislab.tasks.base import DataBundle, Section, register_task
+from vislab.tasks.base import DataBundle, Section, register_task, shuffled_batches
 from vislab.tasks.classification import build_classifier
 from vislab.tasks.trained import TrainedRun
 
@@ -42,6 +42,7 @@ from vislab.tasks.trained import TrainedRun
 class LocalizationTask:
     name = "localization"
     augment = False          # a crop or flip would move the box without its target
+    monitor = "val_top1"
 
     def build_data(self, cfg: Config, device: torch.device, val_indices: np.ndarray | None = None) -> DataBundle:
         """Train and val scenes (one object each) as normalised tensors with ``(N, 5)`` targets
@@ -61,6 +62,9 @@ class LocalizationTask:
                              tuple(max(s, 1e-6) for s in x.std((0, 2, 3)).tolist()))
         info = DataInfo("scenes", tuple(train.categories), 3, tuple(config.image_size), norm, {"scenes": opts})
         return DataBundle(norm.from_uint8(tx, device), ty.to(device), norm.from_uint8(vx, device), vy.to(device), info)
+
+    def train_loader(self, cfg: Config, data: DataBundle, gen: torch.Generator):
+        return shuffled_batches(cfg, data, gen, self.augment)
 
     def build_model(self, cfg: Config, info: DataInfo) -> Localizer:
         """The backbone ``model.name`` (sized as for classification) with a box head; the keys of

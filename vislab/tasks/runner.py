@@ -37,10 +37,11 @@ from vislab.errors import UserError
 from vislab.io import atomic_write_text, resolve_device
 from vislab.report import html as H
 from vislab.report.plots import plot_curves
-from vislab.tasks.base import DataBundle, Section, get_task
+from vislab.tasks.base import Section, get_task
 from vislab.tasks.export import predict_onnx
 from vislab.tasks.rundir import CONFIG, LAST, default_run_dir, open_run_dir
 from vislab.tasks.trained import TrainedRun, load_run
+from vislab.tasks.transfer import apply_transfer
 
 MIN_STEPS_PER_EPOCH = 10
 
@@ -81,23 +82,21 @@ def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, 
     data = task.build_data(cfg, device, val_indices)
     for note in data.notes:
         log(note)
-    _check_batch_size(cfg, data, log)
     model = task.build_model(cfg, data.info).to(device)
+    apply_transfer(model, cfg, log)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     save_config(cfg, os.path.join(run_dir, CONFIG))
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    loader = TensorLoader(data.train_x, data.train_y, cfg.train.batch_size, shuffle=True,
-                          drop_last=len(data.train_y) > cfg.train.batch_size,
-                          augment=cfg.data.augment if task.augment else None, gen=gen,
-                          num_classes=data.info.num_classes, fill=data.info.norm.black)
+    loader = task.train_loader(cfg, data, gen)
+    _check_steps(len(loader), len(data.train_y), loader.batch_size, log)
     val_loader = TensorLoader(data.val_x, data.val_y, cfg.train.eval_batch_size)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.sched, len(loader), cfg.train.epochs)
 
     ema = EMAHook(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
-    stop = EarlyStopHook(cfg.train.monitor, cfg.train.early_stop_patience)
+    stop = EarlyStopHook(cfg.train.monitor or task.monitor, cfg.train.early_stop_patience)
     hooks = [SchedulerHook(scheduler)] if scheduler is not None else []
     hooks += [ema] if ema else []
     hooks += [EvalHook(val_loader, task.validate, ema), stop,
@@ -122,15 +121,14 @@ def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, 
                        {"monitor": stop.monitor, "value": stop.best, "epoch": stop.best_epoch + 1}, elapsed)
 
 
-def _check_batch_size(cfg: Config, data: DataBundle, log) -> None:
+def _check_steps(steps: int, n: int, batch_size: int, log) -> None:
     """One line when an epoch is only a handful of optimizer steps (BatchNorm's running
     statistics and the schedule then barely move), with the batch size that fixes it."""
-    n = len(data.train_y)
-    steps = max(1, n // cfg.train.batch_size)
     if steps < MIN_STEPS_PER_EPOCH:
         better = max(8, 2 ** int(np.log2(max(1, n // MIN_STEPS_PER_EPOCH))))
-        log(f"warning: {n} training images in batches of {cfg.train.batch_size} make only {steps} optimizer "
-            f"step(s) per epoch; use --set train.batch_size={better} (and more epochs) for a model that learns")
+        log(f"warning: {n} training images in batches of {batch_size} make only {steps} optimizer step(s) per "
+            f"epoch; use --set train.batch_size={better} (for P x K batches: a smaller metric.images_per_class) "
+            "and more epochs for a model that learns")
 
 
 def _amp_dtype(cfg: Config, device: torch.device, log) -> torch.dtype | None:
@@ -203,7 +201,7 @@ def cross_validate(cfg: Config, folds: int, run_dir: str | None = None, progress
         log(f"fold {k + 1}/{folds}")
         res = train(cfg, os.path.join(run_dir, f"fold-{k}"), progress=progress, log=log, val_indices=va)
         scores.append(res.best["value"])
-    out = {"folds": folds, "monitor": cfg.train.monitor, "scores": scores,
+    out = {"folds": folds, "monitor": cfg.train.monitor or get_task(cfg.task).monitor, "scores": scores,
            "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1))}
     atomic_write_text(os.path.join(run_dir, "cv.json"), json.dumps(out, indent=1))
     return out
