@@ -1,17 +1,18 @@
 """Metric learning on the open-set Fashion-MNIST split: one table of retrieval among classes the
 networks never saw (trained on classes 0-4, tested on 5-9), every method with the same budget.
 
-    python -m benchmarks.bench_metric                 # the whole table (about 6 x 3 minutes on 2 cores)
+    python -m benchmarks.bench_metric                 # the whole table (about 25 minutes on 2 cores)
     python -m benchmarks.bench_metric --only triplet-semi-hard pixels
     python -m benchmarks.bench_metric --epochs 4      # a smaller budget for every method
+    python -m benchmarks.bench_metric --set metric.embed_dim=64   # a linear 64-d embedding layer on the backbone
     python -m benchmarks.bench_metric --quick         # smoke run
 
 Rows: kNN on raw pixels (no training); the cross-entropy classifier's penultimate layer, which
 the notes say is the wrong embedding for unseen classes; the contrastive loss on random pairs (the
-siamese network); the triplet loss on random, batch-hard and semi-hard triplets.  Every network is
-`vislab train triplet` with one override (same backbone, embedding size, P x K batches, optimizer,
-schedule and epochs) and is scored by the task's own evaluation (`vislab evaluate`); the pixels are
-scored by the same function.  The machine's sgemm is printed beside the training times.
+siamese network: `vislab train contrastive`); the triplet loss on random, batch-hard and semi-hard
+triplets (`vislab train triplet` with one override).  Every network has the same backbone,
+embedding, P x K batches, optimizer, schedule and epochs, and is scored by the task's own
+evaluation (`vislab evaluate`); the pixels are scored by the same function.  The machine's sgemm is printed beside the training times.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from vislab.data.subsets import keep_classes
 from vislab.tasks.metric import open_set_scores
 from vislab.tasks.runner import evaluate, train
 
-METHODS = {
-    "cross-entropy": ["metric.loss=cross_entropy"],
-    "contrastive-random": ["metric.loss=contrastive", "metric.miner=random", "metric.margin=0.5"],
-    "triplet-random": ["metric.miner=random"],
-    "triplet-batch-hard": ["metric.miner=batch_hard"],
-    "triplet-semi-hard": ["metric.miner=semi_hard"],
+METHODS = {                      # name -> (recipe, overrides)
+    "cross-entropy": ("triplet", ["metric.loss=cross_entropy"]),
+    "contrastive-random": ("contrastive", []),
+    "triplet-random": ("triplet", ["metric.miner=random"]),
+    "triplet-batch-hard": ("triplet", ["metric.miner=batch_hard"]),
+    "triplet-semi-hard": ("triplet", ["metric.miner=semi_hard"]),
 }
 COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "knn_accuracy", "verification_auc")
 
@@ -56,20 +57,23 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=["pixels", *METHODS], help="run only these rows")
     ap.add_argument("--epochs", type=int, help="epochs of every network (default: the triplet recipe's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every network, e.g. metric.embed_dim=64 (repeatable)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3,000 training images, 1 epoch")
     ap.add_argument("--runs", help="keep the runs in this folder (default: a temporary one)")
     ap.add_argument("--json", help="also write the table to this JSON file")
     args = ap.parse_args()
     rows = args.only or ["pixels", *METHODS]
     print(f"sgemm {measured_sgemm_gflops(5):.0f} GFLOP/s, {torch.get_num_threads()} threads")
-    base = [f"seed={args.seed}"]
+    base = [f"seed={args.seed}", *args.overrides]
     if args.epochs:
         base.append(f"train.epochs={args.epochs}")
     if args.quick:
         base += ["data.limit_train=3000", "train.epochs=1"]
     cfg0 = load_config("triplet", base)
     print(f"open set: trained on Fashion-MNIST classes {cfg0.metric.train_classes}, tested on the others; "
-          f"{cfg0.model.name}, {cfg0.metric.embed_dim}-d embedding, {cfg0.train.epochs} epochs of "
+          f"{cfg0.model.name}, embedding: {f'{cfg0.metric.embed_dim}-d linear layer' if cfg0.metric.embed_dim else 'pooled backbone output'}, "
+          f"{cfg0.train.epochs} epochs of "
           f"{cfg0.metric.classes_per_batch} x {cfg0.metric.images_per_class} batches")
     folder = args.runs or tempfile.mkdtemp(prefix="bench_metric-")
     table = {}
@@ -78,7 +82,8 @@ def main() -> None:
         if name == "pixels":
             table[name] = {**pixels_row(eval_classes), "train_s": 0.0}
         else:
-            cfg = load_config("triplet", base + METHODS[name])
+            recipe, overrides = METHODS[name]
+            cfg = load_config(recipe, base + overrides)
             res = train(cfg, os.path.join(folder, name), fresh=True, progress=False, log=lambda s: None)
             table[name] = {**evaluate(res.run_dir), "train_s": res.train_time_s}
         _print_row(name, table[name], header=len(table) == 1)

@@ -102,7 +102,7 @@ class MetricConfig:
     squared: bool = False                # squared Euclidean distances in the loss (the 002 notes' form)
     normalize: bool = True               # L2-normalise the embeddings (distances then lie in [0, 2])
     miner: str = "semi_hard"             # random | batch_all | batch_hard | semi_hard | hard
-    embed_dim: int = 64                  # 0: no projection, the backbone's pooled features are the embedding
+    embed_dim: int = 0                   # 0: the backbone's pooled features are the embedding; N: a linear N-d layer on them
     classes_per_batch: int = 5           # P of a P x K class-balanced batch
     images_per_class: int = 32           # K
     train_classes: list[int] | None = field(default_factory=lambda: [0, 1, 2, 3, 4])   # None: closed set

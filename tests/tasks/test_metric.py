@@ -120,7 +120,7 @@ def test_cross_entropy_baseline_is_evaluated_on_its_penultimate_layer(tmp_path, 
     assert model(x).shape == (4, 5)                  # logits over the 5 training classes
     model.eval()
     e = model(x)
-    assert e.shape == (4, 64) and torch.allclose(e.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert e.shape == (4, 16) and torch.allclose(e.norm(dim=1), torch.ones(4), atol=1e-5)   # the pooled widths[-1]
     code, out, err = run_cli("evaluate", run)
     assert code == 0, err
     assert "cross_entropy" in out
