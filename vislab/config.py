@@ -38,11 +38,11 @@ class DataConfig:
     root: str | None = None              # explicit folder with the data set's files
     download: bool = False               # fetch missing files (checksummed)
     limit_train: int | None = None       # use only the first N training images (quick trials)
-    val_size: float = 5000               # images (or fraction if < 1) carved from the training set
+    val_size: float = 1000               # images (or fraction if < 1) carved from the training set
     kwargs: dict[str, Any] = field(default_factory=dict)   # options of generated data sets
     classes: list[int] | None = None     # keep only these classes (relabelled 0..k-1 in this order)
     per_class: int | None = None         # keep only the first N training images of each class (few labels)
-    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(crop_pad=2, flip=True))
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(flip=True))
 
 
 @dataclass
@@ -78,7 +78,7 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 6
     batch_size: int = 256
     eval_batch_size: int = 1024
     loss: str = "cross_entropy"          # cross_entropy | bce | mse
