@@ -7,6 +7,7 @@ parses and prints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -192,6 +193,8 @@ def cross_validate(cfg: Config, folds: int, run_dir: str | None = None, progress
         raise UserError(f"--folds must be at least 2, got {folds}")
     if cfg.task != "classification":
         raise UserError(f"--folds cross-validates classification recipes; this config's task is {cfg.task!r}")
+    if cfg.train.monitor is None:         # the folds are compared by their best validation accuracy
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, monitor="val_top1"))
     run_dir = run_dir or default_run_dir(cfg) + f"-cv{folds}"
     n = len(load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download).labels)
     n = min(n, cfg.data.limit_train or n)
@@ -201,7 +204,7 @@ def cross_validate(cfg: Config, folds: int, run_dir: str | None = None, progress
         log(f"fold {k + 1}/{folds}")
         res = train(cfg, os.path.join(run_dir, f"fold-{k}"), progress=progress, log=log, val_indices=va)
         scores.append(res.best["value"])
-    out = {"folds": folds, "monitor": cfg.train.monitor or get_task(cfg.task).monitor, "scores": scores,
+    out = {"folds": folds, "monitor": cfg.train.monitor, "scores": scores,
            "mean": float(np.mean(scores)), "std": float(np.std(scores, ddof=1))}
     atomic_write_text(os.path.join(run_dir, "cv.json"), json.dumps(out, indent=1))
     return out
