@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vislab.errors import UserError
+from vislab.metrics.classification import roc_curve
 
 DISTANCES = ("euclidean", "cosine")
 KNN_WEIGHTS = ("uniform", "distance")
@@ -274,19 +275,6 @@ def roc_auc(scores: Tensor, same: Tensor) -> float:
     return float(u / (n_pos * n_neg))
 
 
-def _distance_roc(dist: Tensor, same: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """ROC of "same if distance <= t": false- and true-positive rates at t = -inf and at every
-    distinct distance, ascending, and those thresholds; ``same`` holds both kinds."""
-    dist, order = dist.sort(stable=True)
-    hits = same[order].long().cumsum(0)
-    last = torch.cat([(dist[1:] != dist[:-1]).nonzero()[:, 0], torch.tensor([len(dist) - 1])])
-    tp, fp = hits[last], last + 1 - hits[last]
-    zero = torch.zeros(1, dtype=torch.float64)
-    fpr = torch.cat([zero, fp.double() / fp[-1]])
-    tpr = torch.cat([zero, tp.double() / tp[-1]])
-    return fpr, tpr, torch.cat([torch.tensor([-float("inf")], dtype=torch.float64), dist[last]])
-
-
 def verification_scores(embeddings: Tensor, labels: Tensor, n_pairs: int = 10000, seed: int = 0,
                         distance: str = "euclidean") -> dict:
     """ROC AUC, the best threshold and its accuracy, and the ROC curve of "same if distance <= t"
@@ -300,7 +288,8 @@ def verification_scores(embeddings: Tensor, labels: Tensor, n_pairs: int = 10000
     i, j, same = verification_pairs(labels, n_pairs, seed)
     x = _prepare(embeddings, distance)
     dist = (x[i.to(x.device)] - x[j.to(x.device)]).norm(dim=1).double().cpu()   # (n_pairs,)
-    fpr, tpr, thresholds = _distance_roc(dist, same)
+    fpr, tpr, scores = (torch.from_numpy(a) for a in roc_curve(same.numpy(), (-dist).numpy()))
+    thresholds = -scores                               # "same if distance <= t", ascending from -inf
     n_same = int(same.sum())
     accuracy = (tpr * n_same + (1 - fpr) * (len(same) - n_same)) / len(same)
     best = int(accuracy.argmax())

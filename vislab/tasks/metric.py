@@ -45,7 +45,11 @@ from vislab.models.embedding import EmbeddingNet, SiameseNetwork
 from vislab.report import html as H
 from vislab.report.plots import plot_image_grid, plot_scatter, pyplot, save_figure
 from vislab.tasks.base import DataBundle, Section, register_task
-from vislab.tasks.classification import build_classifier, split_train_val
+from vislab.tasks.classification import (
+    build_classifier,
+    images_to_input,
+    split_train_val,
+)
 from vislab.tasks.trained import TrainedRun
 
 KNN_K = 5
@@ -187,14 +191,10 @@ class MetricTask:
         eval_classes = _eval_classes(info)
         names = [info.extra["dataset_classes"][c] for c in eval_classes]
         test = keep_classes(load_split(cfg.data.name, "test", cfg.data.root, cfg.data.download), eval_classes)
-        ref = keep_classes(load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download), eval_classes)
-        bs = cfg.train.eval_batch_size
-        xt = run.norm.from_uint8(test.images, run.device)
         yt = torch.from_numpy(test.labels)
-        et = embed_images(run.model, xt, bs, tta)
-        er = embed_images(run.model, run.norm.from_uint8(ref.images, run.device), bs, tta)
-        yr = torch.from_numpy(ref.labels)
-        scores, ver = open_set_scores(et, yt, er, yr, cfg.seed)
+        et = embed_images(run.model, run.norm.from_uint8(test.images, run.device), cfg.train.eval_batch_size, tta)
+        ref, er = reference_gallery(run, tta)
+        scores, ver = open_set_scores(et, yt, er, torch.from_numpy(ref.labels), cfg.seed)
         report = {
             "task": self.name, "run_dir": run.run_dir, "dataset": cfg.data.name, "model": cfg.model.name,
             "loss": cfg.metric.loss, "miner": cfg.metric.miner if cfg.metric.loss != "cross_entropy" else None,
@@ -216,7 +216,7 @@ class MetricTask:
         """The class of each image by a vote of its ``KNN_K`` nearest training images of the
         evaluated classes, with the distance to the nearest."""
         ref, er = reference_gallery(run)
-        e = embed_images(run.model, images_input(run, paths))
+        e = embed_images(run.model, images_to_input(run.info, paths, run.device))
         pred = knn_classify(er, torch.from_numpy(ref.labels), e, k=KNN_K)
         d = torch.cdist(e, er).min(1).values
         return [{"path": p, "class": ref.classes[int(c)], "distance": float(dist),
@@ -262,18 +262,12 @@ def open_set_scores(test: Tensor, test_labels: Tensor, reference: Tensor, refere
             "verification_threshold": ver["best_threshold"], "verification_pairs": VERIFICATION_PAIRS}, ver
 
 
-def images_input(run: TrainedRun, paths: list[str]) -> Tensor:
-    """Image files -> the model's input, converted like the training data."""
-    imgs = np.stack([load_image(p, run.info.in_chans, run.info.image_size) for p in paths])
-    return run.norm.from_uint8(imgs, run.device)
-
-
-def reference_gallery(run: TrainedRun) -> tuple[ArrayDataset, Tensor]:
+def reference_gallery(run: TrainedRun, tta: bool = False) -> tuple[ArrayDataset, Tensor]:
     """The training images of the evaluated classes and their embeddings: the labelled gallery
     that kNN and ``predict`` vote in."""
     cfg = run.config
     ref = keep_classes(load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download), _eval_classes(run.info))
-    return ref, embed_images(run.model, run.norm.from_uint8(ref.images, run.device), cfg.train.eval_batch_size)
+    return ref, embed_images(run.model, run.norm.from_uint8(ref.images, run.device), cfg.train.eval_batch_size, tta)
 
 
 def retrieve(run: TrainedRun, query_paths: list[str], gallery: str = "test", k: int = 8,
@@ -297,9 +291,9 @@ def retrieve(run: TrainedRun, query_paths: list[str], gallery: str = "test", k: 
     if not 1 <= k <= len(images):
         raise UserError(f"--k {k} neighbours asked from a gallery of {len(images)} images; choose 1..{len(images)}")
     eg = embed_images(run.model, run.norm.from_uint8(images, run.device), cfg.train.eval_batch_size)
-    eq = embed_images(run.model, images_input(run, query_paths))
-    dist, idx = torch.cdist(eq, eg).topk(k, dim=1, largest=False)
     queries = np.stack([load_image(p, run.info.in_chans, run.info.image_size) for p in query_paths])
+    eq = embed_images(run.model, run.norm.from_uint8(queries, run.device))
+    dist, idx = torch.cdist(eq, eg).topk(k, dim=1, largest=False)
     results = [{"path": p, "neighbours": [{"name": names[int(j)], "index": int(j), "distance": float(d)}
                                           for j, d in zip(idx[n], dist[n])]}
                for n, p in enumerate(query_paths)]
@@ -322,7 +316,8 @@ def verify(run: TrainedRun, path1: str, path2: str) -> dict:
     with open(ev_path) as f:
         threshold = float(json.load(f)["verification_threshold"])
     with torch.no_grad():
-        d = float(SiameseNetwork(run.model).distance(images_input(run, [path1]), images_input(run, [path2]))[0])
+        x1, x2 = images_to_input(run.info, [path1, path2], run.device).split(1)
+        d = float(SiameseNetwork(run.model).distance(x1, x2)[0])
     return {"distance": d, "threshold": threshold, "same": d <= threshold}
 
 
