@@ -109,6 +109,19 @@ class MetricConfig:
 
 
 @dataclass
+class SegmentConfig:
+    """Semantic segmentation (``task: segmentation``): how training samples are cut from the
+    images, how images and masks are augmented together, and the loss's class weights."""
+    train_mode: str = "image"            # image (whole images) | crops (random crops) | patches (a patch per pixel, its centre's class)
+    crop: int = 64                       # crops: side of the random training crops
+    patches_per_image: int = 256         # patches: pixels drawn per training image and epoch
+    flip: bool = True                    # horizontal flips of image and mask together
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])   # random rescale range (masks: nearest)
+    class_weight: str = "none"           # none | inverse | median (frequency) weights in the cross-entropy
+    ignore_index: int = 255              # mask value that no loss or metric counts
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -116,6 +129,7 @@ class Config:
     sched: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     metric: MetricConfig = field(default_factory=MetricConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     task: str = "classification"         # see `vislab.engine.tasks.list_tasks()`
     seed: int = 0
     device: str = "auto"
@@ -132,9 +146,11 @@ _CHOICES = {
     "train.freeze": ("none", "backbone"),
     "metric.loss": ("triplet", "contrastive", "cross_entropy"),
     "metric.miner": ("random", "batch_all", "batch_hard", "semi_hard", "hard"),
+    "segment.train_mode": ("image", "crops", "patches"),
+    "segment.class_weight": ("none", "inverse", "median"),
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr", "optim.backbone_lr_scale",
-             "metric.classes_per_batch", "metric.images_per_class")
+             "metric.classes_per_batch", "metric.images_per_class", "segment.crop", "segment.patches_per_image")
 
 
 def _plain(d: Any) -> Any:
@@ -171,23 +187,43 @@ def recipe_path(spec: str) -> str:
 def load_config(path: str | None = None, overrides: list[str] = ()) -> Config:
     """Defaults, then the recipe (a name of :func:`list_recipes` or a YAML file), then
     ``key=value`` overrides, validated."""
-    raw: dict = {}
-    if path is not None:
-        path = recipe_path(path)
-        try:
-            with open(path) as f:
-                raw = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise UserError(f"config file {path} does not exist; check the path") from None
-        except (OSError, yaml.YAMLError) as e:
-            raise UserError(f"cannot read config {path}: {str(e).splitlines()[0]}; fix the YAML") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"config {path} must be a mapping of sections (data:, model:, ...)")
+    raw = read_recipe(path) if path is not None else {}
     cfg = from_dict(raw)
     for item in overrides:
         apply_override(cfg, item)
     validate(cfg)
     return cfg
+
+
+def read_recipe(spec: str, _seen: tuple[str, ...] = ()) -> dict:
+    """A recipe's YAML as a dict.  ``base: NAME`` (a recipe name or file) is read first and the
+    recipe's keys override it section by section; a ``kwargs`` mapping replaces the base's whole
+    (a U-Net takes none of an FCN's arguments)."""
+    path = recipe_path(spec)
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; check the path") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read config {path}: {str(e).splitlines()[0]}; fix the YAML") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"config {path} must be a mapping of sections (data:, model:, ...)")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise UserError(f"config {path}: base must name one recipe, got {base!r}")
+    if os.path.abspath(path) in _seen:
+        raise UserError(f"config {path}: its base recipes form a cycle; remove one base:")
+    return _merge(read_recipe(base, (*_seen, os.path.abspath(path))), raw)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "kwargs" else v
+    return out
 
 
 def from_dict(raw: dict, cls: type = Config, prefix: str = "") -> Any:
@@ -297,6 +333,11 @@ def validate(cfg: Config) -> None:
                         "set metric.miner=random (random balanced pairs) or batch_all (every pair of the batch)")
     if cfg.metric.embed_dim < 0:
         raise UserError(f"metric.embed_dim must be >= 0 (0: the backbone's pooled features), got {cfg.metric.embed_dim}")
+    lo, hi = (list(cfg.segment.scale) + [None, None])[:2]
+    if len(cfg.segment.scale) != 2 or not 0 < lo <= hi:
+        raise UserError(f"segment.scale must be [min, max] with 0 < min <= max, got {cfg.segment.scale}")
+    if not 0 <= cfg.segment.ignore_index <= 255:
+        raise UserError(f"segment.ignore_index must be a mask value in 0..255, got {cfg.segment.ignore_index}")
     if cfg.metric.margin < 0:
         raise UserError(f"metric.margin must be >= 0, got {cfg.metric.margin}")
     if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:

@@ -181,6 +181,16 @@ def render_scene(rng: np.random.Generator, items: np.ndarray, config: SceneConfi
     return image, owner.astype(np.uint8), chosen
 
 
+def semantic_maps(scenes: SceneSet) -> Tensor:
+    """Class maps ``(N, H, W)`` uint8 of the scenes: 0 for background, ``label + 1`` where an
+    object of that label is visible (instances of one class merge: semantic segmentation)."""
+    out = torch.zeros_like(scenes.instance_maps)
+    for i, t in enumerate(scenes.targets):
+        lut = torch.cat([torch.zeros(1, dtype=torch.uint8), (t["labels"] + 1).to(torch.uint8)])
+        out[i] = lut[scenes.instance_maps[i].long()]
+    return out
+
+
 def boxes_from_instance_map(instance_map: np.ndarray, n: int) -> np.ndarray:
     """Tight boxes ``(n, 4)`` of the pixels of objects ``1..n``: ``(x_min, y_min, x_max + 1,
     y_max + 1)``, so a single pixel at ``(x, y)`` has the box ``(x, y, x + 1, y + 1)``."""

@@ -1,4 +1,11 @@
-"""The model registry: one name -> one factory, shared by every task package."""
+"""The model registry: one name -> one factory, shared by every task package.
+
+Each model has a *kind*: ``"classifier"`` (logits ``(B, K)``; every family of the classification
+notes) or ``"segmentation"`` (logits ``(B, K, H, W)`` at the input's resolution: FCN, U-Net,
+DeepLab, the per-pixel baseline).  :func:`list_models` lists classifiers unless asked for
+another kind, so code that walks "every model" as a classifier (the zoo table, the torchvision
+comparisons) keeps working when a new kind is registered.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +19,37 @@ from vislab.errors import UserError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILY: dict[str, str] = {}
+_KIND: dict[str, str] = {}
+KINDS = ("classifier", "segmentation")
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``fn`` under its own name; a duplicate name is a bug and raises."""
-    name = fn.__name__
-    if name in _MODELS:
-        raise RuntimeError(f"model {name!r} is registered twice")
-    _MODELS[name] = fn
-    _FAMILY[name] = fn.__module__.rsplit(".", 1)[-1]
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *, kind: str = "classifier"):
+    """Register ``fn`` under its own name (``@register_model`` or
+    ``@register_model(kind="segmentation")``); a duplicate name is a bug and raises."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
+
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _MODELS:
+            raise RuntimeError(f"model {name!r} is registered twice")
+        _MODELS[name] = fn
+        _FAMILY[name] = fn.__module__.rsplit(".", 1)[-1]
+        _KIND[name] = kind
+        return fn
+
+    return add if fn is None else add(fn)
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+def list_models(pattern: str = "*", kind: str | None = "classifier") -> list[str]:
+    """Registered names of ``kind`` (``None``: every kind) matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern) and kind in (None, _KIND[n]))
+
+
+def model_kind(name: str) -> str:
+    """``"classifier"`` or ``"segmentation"``; unknown names raise :class:`UserError`."""
+    _factory(name)
+    return _KIND[name]
 
 
 def model_family(name: str) -> str:

@@ -17,6 +17,14 @@
 * Wide ResNet-50-2/101-2 (torchvision): bottlenecks with twice as many inner channels.
 * SE-ResNet (Hu et al. 2018): a Squeeze-and-Excitation gate (reduction 16) on each residual
   branch, before the addition.
+* Dilated ResNet (``output_stride`` 16 or 8; DeepLab, Chen et al. 2017, and torchvision's
+  ``replace_stride_with_dilation``): a stage that would take the total stride beyond
+  ``output_stride`` keeps stride 1 and dilates its 3x3 convs instead, the dilation doubling at
+  each such stage.  The conv that would have carried the stride still sees the old lattice and
+  keeps the previous dilation; every conv after it sees the finer lattice and takes the new one.
+  Each unit then computes what the strided network computes (same receptive field, same
+  parameters), only at every position instead of every 2nd/4th: ``dilated[..., ::4, ::4]`` of
+  an output-stride-8 ResNet equals the plain ResNet's last map.
 """
 
 from __future__ import annotations
@@ -67,6 +75,9 @@ class BasicBlock(nn.Module):
         shortcut: option 'A', 'B' or 'C'; se_reduction: SE gate reduction (0: none).
         groups / base_width: must stay 1 / 64 (grouped basic blocks are not a published design).
         drop_path: stochastic-depth probability of the residual branch.
+        dilation: of the convs after the stride site (here ``conv2``); first_dilation: of the
+            conv at the stride site (``conv1``), default ``dilation``.  The first block of a
+            dilated stage takes the previous stage's dilation there (see the module docstring).
     """
 
     expansion = 1
@@ -74,12 +85,15 @@ class BasicBlock(nn.Module):
     def __init__(self, in_chs: int, planes: int, stride: int = 1, shortcut: str = "B",
                  groups: int = 1, base_width: int = 64, se_reduction: int = 0,
                  drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.BatchNorm2d,
-                 act_layer: type[nn.Module] = nn.ReLU) -> None:
+                 act_layer: type[nn.Module] = nn.ReLU, dilation: int = 1,
+                 first_dilation: int | None = None) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise UserError("BasicBlock takes groups=1 and base_width=64; use Bottleneck for ResNeXt")
-        self.conv1 = ConvNormAct(in_chs, planes, 3, stride, norm_layer=norm_layer, act_layer=act_layer)
-        self.conv2 = ConvNormAct(planes, planes, 3, norm_layer=norm_layer, act_layer=None)
+        self.conv1 = ConvNormAct(in_chs, planes, 3, stride, dilation=first_dilation or dilation,
+                                 norm_layer=norm_layer, act_layer=act_layer)
+        self.conv2 = ConvNormAct(planes, planes, 3, dilation=dilation, norm_layer=norm_layer,
+                                 act_layer=None)
         self.se = SqueezeExcite(planes, planes // se_reduction) if se_reduction else nn.Identity()
         self.shortcut = make_shortcut(in_chs, planes, stride, shortcut, norm_layer)
         self.drop_path = DropPath(drop_path)
@@ -98,7 +112,9 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (grouped for ResNeXt, stride here), 1x1 expand x4, plus the shortcut.
 
-    Args: as :class:`BasicBlock`; the inner width is ``planes * base_width / 64 * groups``.
+    Args: as :class:`BasicBlock`; the inner width is ``planes * base_width / 64 * groups``.  The
+    3x3 conv is the stride site, so it takes ``first_dilation`` (default ``dilation``), as
+    torchvision's first block of a dilated stage takes the previous dilation.
     """
 
     expansion = 4
@@ -106,12 +122,14 @@ class Bottleneck(nn.Module):
     def __init__(self, in_chs: int, planes: int, stride: int = 1, shortcut: str = "B",
                  groups: int = 1, base_width: int = 64, se_reduction: int = 0,
                  drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.BatchNorm2d,
-                 act_layer: type[nn.Module] = nn.ReLU) -> None:
+                 act_layer: type[nn.Module] = nn.ReLU, dilation: int = 1,
+                 first_dilation: int | None = None) -> None:
         super().__init__()
         width = int(planes * base_width / 64) * groups
         out_chs = planes * self.expansion
         self.conv1 = ConvNormAct(in_chs, width, 1, norm_layer=norm_layer, act_layer=act_layer)
-        self.conv2 = ConvNormAct(width, width, 3, stride, groups=groups, norm_layer=norm_layer,
+        self.conv2 = ConvNormAct(width, width, 3, stride, groups=groups,
+                                 dilation=first_dilation or dilation, norm_layer=norm_layer,
                                  act_layer=act_layer)
         self.conv3 = ConvNormAct(width, out_chs, 1, norm_layer=norm_layer, act_layer=None)
         self.se = SqueezeExcite(out_chs, out_chs // se_reduction) if se_reduction else nn.Identity()
@@ -143,6 +161,10 @@ class ResNet(Classifier):
         se_reduction: Squeeze-and-Excitation reduction ratio (0: plain ResNet; 16: SE-ResNet).
         drop_path_rate: stochastic depth, growing linearly to this value over the blocks.
         zero_init_last: zero the last BN of every block, so each starts as the identity.
+        output_stride: the largest total stride (8, 16 or 32); stages beyond it are dilated
+            instead of strided (see the module docstring).  32 leaves the usual network as
+            built, also a ``small_input`` one (total stride 8); 8 or 16 must be reachable: the
+            network must reduce at least that much without dilation.
     """
 
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: Sequence[int],
@@ -151,11 +173,14 @@ class ResNet(Classifier):
                  small_input: bool = False, shortcut: str = "B", groups: int = 1,
                  base_width: int = 64, se_reduction: int = 0, drop_path_rate: float = 0.0,
                  zero_init_last: bool = True, norm_layer: type[nn.Module] = nn.BatchNorm2d,
-                 act_layer: type[nn.Module] = nn.ReLU) -> None:
+                 act_layer: type[nn.Module] = nn.ReLU, output_stride: int = 32) -> None:
         super().__init__()
         if len(layers) != len(widths):
             raise UserError(f"layers {tuple(layers)} and widths {tuple(widths)} differ in length: "
                             "give one width per stage")
+        if output_stride not in (8, 16, 32):
+            raise UserError(f"output_stride must be 8, 16 or 32 (the total stride of the last "
+                            f"stage), got {output_stride!r}")
         if small_input:
             self.stem = ConvNormAct(in_chans, stem_width, 3, 1, norm_layer=norm_layer, act_layer=act_layer)
             self.stem_pool: nn.Module = nn.Identity()
@@ -167,14 +192,23 @@ class ResNet(Classifier):
 
         total, done = sum(layers), 0
         in_chs, stages, self.feature_info = stem_width, [], []
+        undilated = reduction * 2 ** (len(layers) - 1)    # stage 0 keeps stride 1, the rest halve
+        if output_stride != 32 and undilated < output_stride:
+            raise UserError(f"output_stride {output_stride} is not reachable: this ResNet only "
+                            f"reduces by {undilated}{' (small_input stem)' if small_input else ''}; "
+                            f"use output_stride <= {undilated}, or 32 to leave it as built")
+        dilation = 1
         for i, (n, planes) in enumerate(zip(layers, widths)):
-            stride = 1 if i == 0 else 2
+            stride, first_dilation = 1 if i == 0 else 2, dilation
+            if reduction * stride > output_stride:        # dilate instead of striding
+                dilation, stride = dilation * stride, 1
             reduction *= stride
             blocks = []
             for j in range(n):
                 blocks.append(block(in_chs, planes, stride if j == 0 else 1, shortcut, groups, base_width,
                                     se_reduction, drop_path_rate * done / max(total - 1, 1),
-                                    norm_layer, act_layer))
+                                    norm_layer, act_layer, dilation=dilation,
+                                    first_dilation=first_dilation if j == 0 else dilation))
                 in_chs, done = planes * block.expansion, done + 1
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(module=f"stages.{i}", num_chs=in_chs, reduction=reduction))
@@ -193,7 +227,7 @@ class ResNet(Classifier):
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     m.zero_init_last()
 
-    def forward_features(self, x: Tensor) -> Tensor:   # (B, C, H, W) -> (B, F, H/32, W/32)
+    def forward_features(self, x: Tensor) -> Tensor:   # (B, C, H, W) -> (B, F, H/os, W/os)
         return self.stages(self.stem_pool(self.stem(x)))
 
 

@@ -173,3 +173,38 @@ def plot_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str, 
     if len(curves) <= 20:
         ax.legend(fontsize=7, loc="lower left")
     return save_figure(fig, path)
+
+
+def plot_bars(values: dict[str, float], path: str, title: str = "", xlabel: str = "") -> str:
+    """One horizontal bar per name (NaN drawn as an empty bar marked "n/a"), e.g. per-class IoU."""
+    plt = pyplot()
+    names = list(values)
+    v = np.asarray([values[n] for n in names], np.float64)
+    fig, ax = plt.subplots(figsize=(5.5, 0.6 + 0.28 * len(names)))
+    ax.barh(range(len(names)), np.nan_to_num(v), color="tab:blue")
+    for i, x in enumerate(v):
+        ax.text(0.01 if np.isnan(x) else x + 0.01, i, "n/a" if np.isnan(x) else f"{x:.3f}", va="center", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_image_rows(rows: list[list[np.ndarray]], titles: list[list[str]], path: str, col_titles: list[str] = ()) -> str:
+    """Rows of RGB uint8 images ``(H, W, 3)`` shown as they are (no rescaling), e.g. image,
+    ground truth and prediction side by side."""
+    plt = pyplot()
+    n, m = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n, m, figsize=(2.1 * m, 2.2 * n), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (row, names) in enumerate(zip(rows, titles)):
+        for j, (img, name) in enumerate(zip(row, names)):
+            axes[i, j].imshow(img, interpolation="nearest")
+            axes[i, j].set_title(name, fontsize=7)
+    for j, t in enumerate(col_titles):
+        axes[0, j].set_title(f"{t}\n{axes[0, j].get_title()}", fontsize=8)
+    return save_figure(fig, path)
