@@ -114,7 +114,7 @@ class SegmentConfig:
     images, how images and masks are augmented together, and the loss's class weights."""
     train_mode: str = "image"            # image (whole images) | crops (random crops) | patches (a patch per pixel, its centre's class)
     crop: int = 64                       # crops: side of the random training crops
-    patches_per_image: int = 256         # patches: pixels drawn per training image and epoch
+    patches_per_image: int = 32          # patches: pixels drawn per training image and epoch
     flip: bool = True                    # horizontal flips of image and mask together
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])   # random rescale range (masks: nearest)
     class_weight: str = "none"           # none | inverse | median (frequency) weights in the cross-entropy

@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.models.segmentation import deeplabv3 as tv_deeplab
 from torchvision.models.segmentation import fcn as tv_fcn
 
+from tests.models.random_weights import randomize_
 from vislab.errors import UserError
 from vislab.models.deeplab import ASPP, DeepLabHead, FCNHead, default_rates
 from vislab.models.registry import create_model, default_kwargs, list_models
@@ -27,19 +28,7 @@ def _tiny(name: str, num_classes: int = 3, **kwargs) -> nn.Module:
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Uniform random weights, biases, BN affine and running statistics (BN's defaults, 0 and 1,
-    would hide a swapped mean and variance), scaled for unit-variance outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, t in model.state_dict().items():
-            if not t.is_floating_point():
-                t.zero_()
-            elif key.endswith("running_var"):
-                t.uniform_(0.5, 1.5, generator=g)
-            else:
-                bound = 0.5 if t.ndim <= 1 else 3 ** 0.5 / t[0].numel() ** 0.5
-                t.uniform_(-bound, bound, generator=g)
-    return model.eval()
+    return randomize_(model, seed).eval()
 
 
 def _aspp_keys(sd: dict, n_rates: int) -> dict:

@@ -10,7 +10,7 @@ from torch import nn
 
 from vislab.analysis.conv import convolutionalise
 from vislab.models import create_model
-from vislab.models.pixel import PixelClassifier, extract_patches, slow_forward
+from vislab.models.pixel import PixelClassifier, extract_patches, pad_for_patches, slow_forward
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -208,3 +208,15 @@ def test_patchwise_training_segments_densely():
         acc = (model.eval()(images).argmax(1) == masks).float().mean().item()
     print(f"dense pixel accuracy after patch-wise training: {acc:.3f}")
     assert acc >= 0.9
+
+
+def test_patches_from_a_padded_set_equal_patches_from_the_images():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 10, 13, generator=g)
+    c = torch.stack([torch.randint(0, n, (50,), generator=g) for n in (3, 10, 13)], 1)
+    for patch in (32, 29):
+        expected = extract_patches(x, c, patch, fill=1.5)
+        got = extract_patches(pad_for_patches(x, patch, fill=1.5), c, patch, padded=True)
+        assert torch.equal(got, expected)
+    with pytest.raises(ValueError, match="inside the images"):
+        extract_patches(pad_for_patches(x, 32), torch.tensor([[0, 10, 0]]), 32, padded=True)

@@ -22,6 +22,7 @@ import torch
 import torchvision
 from torch import nn
 
+from tests.models.random_weights import randomize_
 from vislab.analysis.summary import ReceptiveField, summarize
 from vislab.errors import UserError
 from vislab.models import create_model, from_torchvision
@@ -29,19 +30,7 @@ from vislab.models.resnet import BasicBlock, ResNet
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Uniform random weights, biases, BN affine and running statistics (the defaults, 0 and 1,
-    would hide a misplaced mean or variance), scaled for unit-variance outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, t in model.state_dict().items():
-            if not t.is_floating_point():
-                t.zero_()
-            elif key.endswith("running_var"):
-                t.uniform_(0.5, 1.5, generator=g)
-            else:
-                bound = 0.5 if t.ndim <= 1 else 3 ** 0.5 / t[0].numel() ** 0.5
-                t.uniform_(-bound, bound, generator=g)
-    return model
+    return randomize_(model, seed)
 
 
 def _random_torchvision(name: str, **kwargs) -> nn.Module:

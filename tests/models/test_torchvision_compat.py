@@ -14,6 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
+from tests.models.random_weights import randomize_
 from vislab.errors import UserError
 from vislab.models import create_model, from_torchvision, list_models
 from vislab.models.torchvision_compat import remap_torchvision, torchvision_names
@@ -34,16 +35,7 @@ def _random_torchvision(name: str, **kwargs) -> nn.Module:
     with torch.device("meta"):
         model = _torchvision(name, **kwargs)
     model.to_empty(device="cpu")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, t in model.state_dict().items():
-            if not t.is_floating_point():
-                t.zero_()
-            elif key.endswith("running_var"):
-                t.uniform_(0.5, 1.5, generator=g)
-            else:
-                bound = 0.5 if t.ndim <= 1 else 3 ** 0.5 / t[0].numel() ** 0.5   # unit-variance outputs
-                t.uniform_(-bound, bound, generator=g)
+    randomize_(model)
     return model
 
 

@@ -36,6 +36,18 @@ def test_semantic_maps_label_each_instance_with_its_class():
             assert (maps[i][inst == j + 1] == label + 1).all()
 
 
+def test_faint_item_pixels_are_void():
+    """Each owned pixel records its opacity (> 0, since an object is its item's nonzero
+    pixels); below min_alpha the class map says void instead of the class."""
+    from vislab.detection.scenes import SceneConfig, make_scenes, semantic_maps
+    scenes = make_scenes("train", 4, SceneConfig(source="fashion_mnist", image_size=(48, 48), objects=(2, 3)))
+    inst, alpha = scenes.instance_maps, scenes.alpha
+    assert ((alpha > 0) == (inst > 0)).all()
+    plain, voided = semantic_maps(scenes), semantic_maps(scenes, min_alpha=0.25, void=255)
+    faint = (inst > 0) & (alpha < 64)
+    assert faint.any() and (voided[faint] == 255).all() and torch.equal(voided[~faint], plain[~faint])
+
+
 def test_evaluation_matches_sklearn_and_the_fcn_formulas(fcn_run):
     from sklearn.metrics import confusion_matrix
 
@@ -48,7 +60,10 @@ def test_evaluation_matches_sklearn_and_the_fcn_formulas(fcn_run):
     with torch.no_grad():
         pred = run.model(run.norm.from_uint8(images)).argmax(1)
     k = len(classes)
-    cm = confusion_matrix(target.numpy().ravel(), pred.numpy().ravel(), labels=range(k)).astype(float)
+    t_, p_ = target.numpy().ravel(), pred.numpy().ravel()
+    keep = t_ != 255                                   # void: faint item pixels
+    assert 0 < (~keep).sum() < 0.2 * keep.sum()
+    cm = confusion_matrix(t_[keep], p_[keep], labels=range(k)).astype(float)
     assert cm.astype(int).tolist() == ev["confusion"]
     tp, t, p = np.diag(cm), cm.sum(1), cm.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):

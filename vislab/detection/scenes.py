@@ -75,6 +75,8 @@ class SceneSet(Dataset):
 
     ``images`` ``(N, 3, H, W)`` uint8 (an eighth of the memory of floats); ``instance_maps``
     ``(N, H, W)`` uint8, 0 for background and ``j + 1`` where object ``j`` is visible;
+    ``alpha`` ``(N, H, W)`` uint8 (generated scenes only), the opacity of the owning object's
+    pixel (0 on background): a faint item pixel hardly shows on the canvas;
     ``targets[i]``: ``boxes`` ``(n, 4)`` float32, ``labels`` int64, ``area`` (visible pixels)
     and ``source_index`` (the item's index in the source split it came from).
 
@@ -83,9 +85,9 @@ class SceneSet(Dataset):
     """
 
     def __init__(self, images: Tensor, instance_maps: Tensor, targets: list[dict[str, Tensor]],
-                 categories: list[str], split: str) -> None:
+                 categories: list[str], split: str, alpha: Tensor | None = None) -> None:
         self.images, self.instance_maps, self.targets = images, instance_maps, targets
-        self.categories, self.split = categories, split
+        self.categories, self.split, self.alpha = categories, split, alpha
 
     def __len__(self) -> int:
         return len(self.images)
@@ -138,14 +140,16 @@ def _resize(item: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(Image.fromarray(item).resize((w, h), Image.BILINEAR))
 
 
-def render_scene(rng: np.random.Generator, items: np.ndarray, config: SceneConfig
-                 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def render_scene(rng: np.random.Generator, items: np.ndarray, config: SceneConfig,
+                 alpha_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """One scene: the image ``(H, W, 3)`` uint8, the instance map ``(H, W)`` uint8 and, per
     object in paint order, the index of its item in ``items``.  Placements that would break the
-    truncation or occlusion limits are redrawn (up to 20 times, then the object is left out)."""
+    truncation or occlusion limits are redrawn (up to 20 times, then the object is left out).
+    ``alpha_out`` ``(H, W)`` uint8, when given, receives each owned pixel's opacity."""
     H, W = config.image_size
     canvas = _background(rng, H, W)
     owner = np.zeros((H, W), np.int32)                     # 0 or 1 + object index
+    opacity = alpha_out if alpha_out is not None else np.zeros((H, W), np.uint8)
     totals: list[int] = []                                 # pixels of each object when placed
     chosen: list[int] = []
     for _ in range(int(rng.integers(config.objects[0], config.objects[1] + 1))):
@@ -174,6 +178,7 @@ def render_scene(rng: np.random.Generator, items: np.ndarray, config: SceneConfi
             colour = rng.uniform(0.55, 1.0, 3).astype(np.float32)
             canvas[ys, xs] = canvas[ys, xs] * (1 - alpha) + colour * alpha
             owner[ys, xs][crop > 0] = len(chosen) + 1
+            opacity[ys, xs][crop > 0] = crop[crop > 0]
             totals.append(total)
             chosen.append(idx)
             break
@@ -181,13 +186,21 @@ def render_scene(rng: np.random.Generator, items: np.ndarray, config: SceneConfi
     return image, owner.astype(np.uint8), chosen
 
 
-def semantic_maps(scenes: SceneSet) -> Tensor:
+def semantic_maps(scenes: SceneSet, min_alpha: float = 0.0, void: int = 255) -> Tensor:
     """Class maps ``(N, H, W)`` uint8 of the scenes: 0 for background, ``label + 1`` where an
-    object of that label is visible (instances of one class merge: semantic segmentation)."""
+    object of that label is visible (instances of one class merge: semantic segmentation).
+
+    With ``min_alpha > 0`` (generated scenes, which know each pixel's opacity), object pixels
+    fainter than that are ``void``: an item's near-black pixels hardly change the canvas, so
+    nobody could say whether they belong to the item or to the background (Pascal VOC marks its
+    ambiguous object borders void, 255, for the same reason)."""
     out = torch.zeros_like(scenes.instance_maps)
     for i, t in enumerate(scenes.targets):
         lut = torch.cat([torch.zeros(1, dtype=torch.uint8), (t["labels"] + 1).to(torch.uint8)])
         out[i] = lut[scenes.instance_maps[i].long()]
+    if min_alpha > 0 and scenes.alpha is not None:
+        faint = (scenes.instance_maps > 0) & (scenes.alpha < round(255 * min_alpha))
+        out[faint] = void
     return out
 
 
@@ -212,10 +225,11 @@ def make_scenes(split: str, num_images: int, config: SceneConfig = SceneConfig()
     H, W = config.image_size
     images = torch.zeros((num_images, 3, H, W), dtype=torch.uint8)
     maps = torch.zeros((num_images, H, W), dtype=torch.uint8)
+    alpha = torch.zeros((num_images, H, W), dtype=torch.uint8)
     targets = []
     for i in range(num_images):
         rng = np.random.default_rng([seed, SPLITS.index(split), i])
-        image, owner, chosen = render_scene(rng, items, config)
+        image, owner, chosen = render_scene(rng, items, config, alpha[i].numpy())
         n = len(chosen)
         images[i] = torch.from_numpy(image).permute(2, 0, 1)
         maps[i] = torch.from_numpy(owner)
@@ -225,7 +239,7 @@ def make_scenes(split: str, num_images: int, config: SceneConfig = SceneConfig()
             "area": torch.as_tensor(np.bincount(owner.ravel(), minlength=n + 1)[1:], dtype=torch.float32),
             "source_index": torch.as_tensor(source_index[chosen], dtype=torch.int64).reshape(-1),
         })
-    return SceneSet(images, maps, targets, classes, split)
+    return SceneSet(images, maps, targets, classes, split, alpha)
 
 
 # --------------------------------------------------------------------------- on disk

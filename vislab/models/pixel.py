@@ -116,15 +116,23 @@ def _leaves(seq: nn.Sequential) -> list[nn.Module]:
     return [leaf for m in seq for leaf in (_leaves(m) if isinstance(m, nn.Sequential) else [m])]
 
 
-def extract_patches(images: Tensor, centres: Tensor, patch: int, fill: float = 0.0) -> Tensor:
+def pad_for_patches(images: Tensor, patch: int, fill: float = 0.0) -> Tensor:
+    """``images`` padded so that every pixel has a full patch, the patch of ``(y, x)`` starting
+    at ``(y, x)``: what :func:`extract_patches` cuts from (pad a training set once, not per batch)."""
+    return F.pad(images, _border(patch), value=fill)
+
+
+def extract_patches(images: Tensor, centres: Tensor, patch: int, fill: float = 0.0,
+                    padded: bool = False) -> Tensor:
     """The ``patch x patch`` squares around pixels, ``fill`` beyond the border.
 
     Args:
-        images: ``Tensor[N, C, H, W]``.
+        images: ``Tensor[N, C, H, W]``; with ``padded``, already :func:`pad_for_patches` (a
+            training set is padded once, not once per batch).
         centres: ``LongTensor[M, 3]`` of ``(n, y, x)``: image index, row, column.
         patch: the side ``P``; the patch of ``(y, x)`` is rows ``y - P//2 .. y - P//2 + P - 1``.
 
-    Returns ``Tensor[M, C, P, P]`` (pads once, then gathers with advanced indexing).
+    Returns ``Tensor[M, C, P, P]`` (gathered with advanced indexing).
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
@@ -132,17 +140,20 @@ def extract_patches(images: Tensor, centres: Tensor, patch: int, fill: float = 0
         raise ValueError(f"centres must be (M, 3) rows of (n, y, x), got shape {tuple(centres.shape)}")
     if patch < 1:
         raise ValueError(f"patch must be a positive side, got {patch}")
+    n_img, _, h, w = images.shape
+    if padded:
+        h, w = h - patch + 1, w - patch + 1
     centres = centres.long()
-    limits = torch.tensor(images.shape[:1] + images.shape[2:], device=centres.device)
+    limits = torch.tensor((n_img, h, w), device=centres.device)
     if len(centres) and ((centres < 0) | (centres >= limits)).any():
-        raise ValueError(f"centres must lie inside the images (n < {images.shape[0]}, "
-                         f"y < {images.shape[2]}, x < {images.shape[3]})")
+        raise ValueError(f"centres must lie inside the images (n < {n_img}, y < {h}, x < {w})")
     n, y, x = centres.to(images.device).unbind(1)
-    padded = F.pad(images, _border(patch), value=fill).permute(0, 2, 3, 1)   # (N, H+P-1, W+P-1, C)
+    source = images if padded else pad_for_patches(images, patch, fill)
+    source = source.permute(0, 2, 3, 1)                                         # (N, H+P-1, W+P-1, C)
     offsets = torch.arange(patch, device=images.device)
     rows = (y[:, None] + offsets)[:, :, None]                                   # (M, P, 1)
     cols = (x[:, None] + offsets)[:, None, :]                                   # (M, 1, P)
-    return padded[n[:, None, None], rows, cols].permute(0, 3, 1, 2)            # (M, C, P, P)
+    return source[n[:, None, None], rows, cols].permute(0, 3, 1, 2)            # (M, C, P, P)
 
 
 def slow_forward(model: PixelClassifier, x: Tensor, batch_size: int = 4096) -> Tensor:
@@ -163,4 +174,4 @@ def seg_pixel(num_classes: int = 21, in_chans: int = 3, patch: int = 32, widths:
     return PixelClassifier(num_classes, in_chans, patch, widths or [16, 32, 64], hidden, drop)
 
 
-__all__ = ["PixelClassifier", "extract_patches", "seg_pixel", "slow_forward"]
+__all__ = ["PixelClassifier", "extract_patches", "pad_for_patches", "seg_pixel", "slow_forward"]

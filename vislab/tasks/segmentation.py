@@ -38,7 +38,7 @@ from vislab.metrics.segmentation import (
     format_scores,
     segmentation_scores,
 )
-from vislab.models.pixel import extract_patches
+from vislab.models.pixel import extract_patches, pad_for_patches
 from vislab.models.registry import create_model, default_kwargs, list_models, model_kind
 from vislab.report import html as H
 from vislab.report.plots import plot_bars, plot_confusion, plot_image_rows
@@ -46,7 +46,8 @@ from vislab.tasks.base import DataBundle, Section, register_task
 from vislab.tasks.trained import TrainedRun
 
 SCENE_DEFAULTS = {"source": "fashion_mnist", "image_size": 128, "objects": [2, 5], "scale": [1.0, 2.5],
-                  "max_truncation": 0.4, "max_occlusion": 0.5, "train": 1500, "val": 200, "test": 500, "seed": 0}
+                  "max_truncation": 0.4, "max_occlusion": 0.5, "min_alpha": 0.25,
+                  "train": 4000, "val": 200, "test": 500, "seed": 0}
 CHUNK = 32                    # images per forward pass when predicting a whole set
 SHOWN = 4                     # best and worst test images in the report
 
@@ -68,9 +69,11 @@ def scene_options(kwargs: dict) -> tuple[SceneConfig, dict]:
     return config, opts
 
 
-def _scenes(split: str, n: int, opts: dict, config: SceneConfig, root: str | None) -> tuple[Tensor, Tensor, list[str]]:
+def _scenes(split: str, n: int, opts: dict, config: SceneConfig, root: str | None,
+            void: int) -> tuple[Tensor, Tensor, list[str]]:
+    """Scenes and their class maps; item pixels fainter than ``min_alpha`` are ``void``."""
     scenes = make_scenes(split, n, config, opts["seed"], root)
-    return scenes.images, semantic_maps(scenes), ["background", *scenes.categories]
+    return scenes.images, semantic_maps(scenes, opts["min_alpha"], void), ["background", *scenes.categories]
 
 
 def load_split_pairs(cfg: Config, split: str, n: int | None = None) -> tuple[Tensor, Tensor, list[str]]:
@@ -78,7 +81,7 @@ def load_split_pairs(cfg: Config, split: str, n: int | None = None) -> tuple[Ten
     (``train``, ``val`` or ``test``) of the configured data."""
     if cfg.data.name == "scenes":
         config, opts = scene_options(cfg.data.kwargs)
-        return _scenes(split, opts[split] if n is None else n, opts, config, cfg.data.root)
+        return _scenes(split, opts[split] if n is None else n, opts, config, cfg.data.root, cfg.segment.ignore_index)
     if cfg.data.name == "masks":
         if not cfg.data.root:
             raise UserError("data.name=masks reads a folder: set data.root=PATH (SPLIT/images + SPLIT/masks, "
@@ -122,6 +125,8 @@ class SegmentationLoader:
         self.samples = n * per
         self.batch_size = min(cfg.train.batch_size, self.samples)
         self.patch = int(cfg.model.kwargs.get("patch", 0))
+        if self.mode == "patches":     # zeros beyond the border, as the dense form pads
+            self.x_padded = pad_for_patches(self.x, self.patch)
 
     def __len__(self) -> int:
         return max(self.samples // self.batch_size, 1)
@@ -146,7 +151,7 @@ class SegmentationLoader:
         for i in range(len(self)):
             c = (r[i] * torch.tensor([n, h, w], device=dev)).long()
             c = torch.minimum(c, torch.tensor([n - 1, h - 1, w - 1], device=dev))
-            p = extract_patches(self.x, c, self.patch, self.fill)
+            p = extract_patches(self.x_padded, c, self.patch, padded=True)
             if self.seg.flip:
                 m = torch.rand(len(p), generator=self.gen, device=self.gen.device).to(dev) < 0.5
                 p = torch.where(m[:, None, None, None], p.flip(3), p)
