@@ -31,8 +31,8 @@ def main() -> None:
     rows, titles = [], []
     for k, i in enumerate(args.scenes):
         img, gt, p = images[i].permute(1, 2, 0).numpy(), masks[i].numpy(), pred[k].numpy()
-        miou = segmentation_scores(pred[k], masks[i].long(), run.info.num_classes)["miou"]
-        present = sorted({run.classes[c] for c in set(gt.ravel().tolist()) if c})
+        miou = segmentation_scores(pred[k], masks[i].long(), run.info.num_classes, ignore_index=255)["miou"]
+        present = sorted({run.classes[c] for c in set(gt.ravel().tolist()) if 0 < c < run.info.num_classes})
         rows.append([img, colorize(gt), colorize(p), overlay(img, p)])
         titles.append([f"test scene {i}", "ground truth: " + ", ".join(present)[:40], f"prediction (mIoU {miou:.2f})",
                        "overlay"])

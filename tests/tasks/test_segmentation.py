@@ -187,3 +187,23 @@ def test_every_recipe_builds_a_model_that_keeps_the_image_size(recipe):
     model = get_task("segmentation").build_model(cfg, info).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 80)).shape == (1, 11, 64, 80)
+
+
+def test_median_frequency_weights_reach_the_loss():
+    """segment.class_weight=median: weights from the training masks' pixel counts (Eigen &
+    Fergus: median frequency / frequency, recomputed here with numpy), used by the loss."""
+    from vislab.config import load_config
+    from vislab.tasks import get_task
+    task = get_task("segmentation")
+    cfg = load_config("fcn8s", [SCENES, BACKBONE, "segment.class_weight=median"])
+    data = task.build_data(cfg, torch.device("cpu"))
+    y = data.train_y.numpy()
+    counts = np.bincount(y[y != 255].ravel(), minlength=11).astype(float)
+    freq = counts / counts.sum()
+    expected = np.where(freq > 0, np.median(freq[freq > 0]) / np.where(freq > 0, freq, 1), 0.0)
+    np.testing.assert_allclose(data.info.extra["class_weights"], expected, rtol=1e-5)
+    model = task.build_model(cfg, data.info)
+    out = torch.randn(2, 11, 48, 48)
+    target = data.train_y[:2].long()
+    torch.testing.assert_close(task.loss(cfg, model)(out, target), torch.nn.functional.cross_entropy(
+        out, target, weight=torch.tensor(expected, dtype=torch.float32), ignore_index=255))

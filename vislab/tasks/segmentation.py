@@ -180,6 +180,14 @@ def predict_maps(model: nn.Module, x: Tensor, chunk: int = CHUNK, amp_dtype: tor
     return torch.cat(outs)
 
 
+@torch.no_grad()
+def predict_labels(run: TrainedRun, images: Tensor, flip: bool = False, chunk: int = CHUNK) -> Tensor:
+    """Class maps ``(N, H, W)`` (int64, CPU) of uint8 images ``(N, C, H, W)``, normalised and
+    predicted ``chunk`` at a time (only the labels are kept: a set's logits would not fit)."""
+    return torch.cat([predict_maps(run.model, run.norm.from_uint8(images[i:i + chunk], run.device), chunk,
+                                   flip=flip).argmax(1) for i in range(0, len(images), chunk)])
+
+
 # --------------------------------------------------------------------------- the task
 
 class SegmentationTask:
@@ -289,8 +297,7 @@ class SegmentationTask:
         classes = list(run.classes)
         ii = run.info.extra.get("ignore_index", cfg.segment.ignore_index)
         _check_classes(target, len(classes), ii, split)
-        logits = predict_maps(run.model, run.norm.from_uint8(images, run.device), flip=tta)
-        pred, y = logits.argmax(1), target.long()
+        pred, y = predict_labels(run, images, tta), target.long()
         meter = SegmentationMeter(len(classes), ii)
         meter.update(pred, y)
         s = meter.compute()
@@ -330,8 +337,7 @@ class SegmentationTask:
         results = []
         for p in paths:
             img = read_image(p, "RGB")
-            x = run.norm.from_uint8(torch.from_numpy(img).permute(2, 0, 1)[None], run.device)
-            mask = predict_maps(run.model, x).argmax(1)[0].numpy().astype(np.uint8)
+            mask = predict_labels(run, torch.from_numpy(img).permute(2, 0, 1)[None])[0].numpy().astype(np.uint8)
             stem = os.path.splitext(os.path.basename(p))[0]
             mask_path, over_path = (os.path.join(out_dir, f"{stem}.{k}.png") for k in ("mask", "overlay"))
             _write_png(_palette_png(mask), mask_path)
@@ -382,4 +388,4 @@ def _write_png(im: Image.Image, path: str) -> None:
 TASK = register_task(SegmentationTask())
 
 __all__ = ["SCENE_DEFAULTS", "SegmentationLoader", "SegmentationTask", "TASK", "load_split_pairs",
-           "predict_maps", "scene_options"]
+           "predict_labels", "predict_maps", "scene_options"]
