@@ -207,3 +207,10 @@ def test_median_frequency_weights_reach_the_loss():
     target = data.train_y[:2].long()
     torch.testing.assert_close(task.loss(cfg, model)(out, target), torch.nn.functional.cross_entropy(
         out, target, weight=torch.tensor(expected, dtype=torch.float32), ignore_index=255))
+
+
+def test_a_mask_folder_with_the_scene_options_says_how_to_replace_them(run_cli, tmp_path):
+    _mask_folder(tmp_path / "data", n_train=2, n_val=1)
+    code, _, err = run_cli("train", "unet", "--run-dir", tmp_path / "r", "--set", "data.name=masks",
+                           "--set", f"data.root={tmp_path / 'data'}", "--no-progress")
+    assert code == 2 and "data.kwargs={image_size: 256}" in err and len(err.strip().splitlines()) == 1

@@ -88,7 +88,8 @@ def load_split_pairs(cfg: Config, split: str, n: int | None = None) -> tuple[Ten
                             "or a Pascal VOC folder)")
         unknown = set(cfg.data.kwargs) - {"image_size"}
         if unknown:
-            raise UserError(f"unknown data.kwargs {sorted(unknown)} for a mask folder; known: image_size")
+            raise UserError(f"unknown data.kwargs {sorted(unknown)} for a mask folder (the recipe's are for "
+                            "generated scenes): replace them, e.g. --set 'data.kwargs={image_size: 256}' or {}")
         size = cfg.data.kwargs.get("image_size")
         size = (size, size) if isinstance(size, int) else (tuple(size) if size else None)
         x, y, classes = read_mask_folder(cfg.data.root, split, size)
