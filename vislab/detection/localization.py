@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vislab.detection.boxes import box_convert, box_iou, clip_boxes_to_image
-from vislab.detection.scenes import SceneConfig, SceneSet
+from vislab.detection.scenes import SceneConfig, SceneSet, resolve_scene_options
 from vislab.errors import UserError
 
 HEAD_KWARGS = {"box_hidden": 256, "box_grid": 4, "alpha": 0.5, "box_loss": "smooth_l1", "beta": 0.05}
@@ -108,16 +108,7 @@ def decode_boxes(t: Tensor, size: tuple[int, int]) -> Tensor:
 def scene_options(kwargs: dict) -> tuple[SceneConfig, dict]:
     """``data.kwargs`` -> the scene configuration (one object each) and the other options
     (counts, seed), defaults filled in."""
-    unknown = set(kwargs) - set(SCENE_DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown data.kwargs {sorted(unknown)} for localisation scenes; known: "
-                        f"{', '.join(SCENE_DEFAULTS)}")
-    opts = {**SCENE_DEFAULTS, **kwargs}
-    size = opts["image_size"]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    config = SceneConfig(source=opts["source"], image_size=size, objects=(1, 1), scale=tuple(opts["scale"]),
-                         max_truncation=opts["max_truncation"])
-    return config, opts
+    return resolve_scene_options(kwargs, SCENE_DEFAULTS, "localisation", objects=(1, 1))
 
 
 def scene_tensors(scenes: SceneSet) -> tuple[Tensor, Tensor, list[int]]:

@@ -186,6 +186,22 @@ def render_scene(rng: np.random.Generator, items: np.ndarray, config: SceneConfi
     return image, owner.astype(np.uint8), chosen
 
 
+def resolve_scene_options(kwargs: Mapping, defaults: Mapping, what: str, **fixed) -> tuple[SceneConfig, dict]:
+    """A task's ``data.kwargs`` -> the scene configuration and every option (counts, seed...)
+    with ``defaults`` filled in; an unknown key is a :class:`UserError` naming ``what`` (the
+    task) and the known keys.  ``fixed`` sets configuration fields the task does not let vary
+    (localisation: one object per scene)."""
+    unknown = set(kwargs) - set(defaults)
+    if unknown:
+        raise UserError(f"unknown data.kwargs {sorted(unknown)} for {what} scenes; known: {', '.join(defaults)}")
+    opts = {**defaults, **kwargs}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.items()
+              if k in SceneConfig.__dataclass_fields__ and k not in fixed}
+    if isinstance(fields.get("image_size"), int):
+        fields["image_size"] = (fields["image_size"],) * 2
+    return SceneConfig(**fields, **fixed), opts
+
+
 def semantic_maps(scenes: SceneSet, min_alpha: float = 0.0, void: int = 255) -> Tensor:
     """Class maps ``(N, H, W)`` uint8 of the scenes: 0 for background, ``label + 1`` where an
     object of that label is visible (instances of one class merge: semantic segmentation).

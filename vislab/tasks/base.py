@@ -9,11 +9,13 @@ families register their models; ``vislab.tasks`` imports every task module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from vislab.config import Config
@@ -22,8 +24,6 @@ from vislab.data.loader import TensorLoader
 from vislab.errors import UserError
 
 if TYPE_CHECKING:
-    import torch
-
     from vislab.tasks.trained import TrainedRun
 
 
@@ -114,6 +114,22 @@ def shuffled_batches(cfg: Config, data: DataBundle, gen: torch.Generator, augmen
                         num_classes=data.info.num_classes, fill=data.info.norm.black)
 
 
+@contextlib.contextmanager
+def inference(model: nn.Module, amp_dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Predict with ``model``: no gradients, eval mode (the previous mode restored after), and
+    autocast to ``amp_dtype`` on the model's device when given."""
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters(), None)
+    device = "cpu" if param is None else param.device.type
+    cast = torch.autocast(device, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    try:
+        with torch.no_grad(), cast:
+            yield
+    finally:
+        model.train(was_training)
+
+
 _TASKS: dict[str, Task] = {}
 
 
@@ -136,4 +152,5 @@ def get_task(name: str) -> Task:
     return _TASKS[name]
 
 
-__all__ = ["DataBundle", "Section", "Task", "get_task", "list_tasks", "register_task", "shuffled_batches"]
+__all__ = ["DataBundle", "Section", "Task", "get_task", "inference", "list_tasks", "register_task",
+           "shuffled_batches"]

@@ -4,7 +4,6 @@ that writes ``eval.json`` with its confusion and ROC plots."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import numpy as np
@@ -29,25 +28,18 @@ from vislab.models.base import split_logits
 from vislab.models.registry import default_kwargs, model_accepts
 from vislab.report import html as H
 from vislab.report.plots import plot_confusion, plot_roc
-from vislab.tasks.base import DataBundle, Section, register_task, shuffled_batches
+from vislab.tasks.base import DataBundle, Section, inference, register_task, shuffled_batches
 from vislab.tasks.trained import TrainedRun
 from vislab.tasks.transfer import source_normalization
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, loader, amp_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """All logits (float32, CPU) and labels of a loader, in eval mode; train mode is restored."""
-    was_training = model.training
-    model.eval()
     outs, labels = [], []
-    try:
+    with inference(model, amp_dtype):
         for x, y in loader:
-            ctx = torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-            with ctx:
-                outs.append(split_logits(model(x))[0].float().cpu())
+            outs.append(split_logits(model(x))[0].float().cpu())
             labels.append(y.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(outs), torch.cat(labels)
 
 

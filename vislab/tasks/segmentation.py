@@ -14,7 +14,6 @@ and frequency-weighted IoU from one confusion matrix over the whole set
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 from vislab.config import Config
 from vislab.data.info import DataInfo, Normalization
 from vislab.data.masks import augment_pairs, colorize, has_split, overlay, palette, read_mask_folder
-from vislab.detection.scenes import SceneConfig, make_scenes, semantic_maps
+from vislab.detection.scenes import SceneConfig, make_scenes, resolve_scene_options, semantic_maps
 from vislab.errors import UserError
 from vislab.io import atomic_write_bytes, atomic_write_text, read_image
 from vislab.metrics.segmentation import (
@@ -42,7 +41,7 @@ from vislab.models.pixel import extract_patches, pad_for_patches
 from vislab.models.registry import create_model, default_kwargs, list_models, model_kind
 from vislab.report import html as H
 from vislab.report.plots import plot_bars, plot_confusion, plot_image_rows
-from vislab.tasks.base import DataBundle, Section, register_task
+from vislab.tasks.base import DataBundle, Section, inference, register_task
 from vislab.tasks.trained import TrainedRun
 
 SCENE_DEFAULTS = {"source": "fashion_mnist", "image_size": 128, "objects": [2, 5], "scale": [1.0, 2.5],
@@ -55,18 +54,8 @@ SHOWN = 4                     # best and worst test images in the report
 # --------------------------------------------------------------------------- data
 
 def scene_options(kwargs: dict) -> tuple[SceneConfig, dict]:
-    """``data.kwargs`` -> the scene configuration and the other options (counts, seed)."""
-    unknown = set(kwargs) - set(SCENE_DEFAULTS)
-    if unknown:
-        raise UserError(f"unknown data.kwargs {sorted(unknown)} for segmentation scenes; known: "
-                        f"{', '.join(SCENE_DEFAULTS)}")
-    opts = {**SCENE_DEFAULTS, **kwargs}
-    size = opts["image_size"]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    config = SceneConfig(source=opts["source"], image_size=size, objects=tuple(opts["objects"]),
-                         scale=tuple(opts["scale"]), max_truncation=opts["max_truncation"],
-                         max_occlusion=opts["max_occlusion"])
-    return config, opts
+    """``data.kwargs`` -> the scene configuration and the other options (counts, seed, min_alpha)."""
+    return resolve_scene_options(kwargs, SCENE_DEFAULTS, "segmentation")
 
 
 def _scenes(split: str, n: int, opts: dict, config: SceneConfig, root: str | None,
@@ -159,25 +148,18 @@ class SegmentationLoader:
             yield p.contiguous(), self.y[c[:, 0], c[:, 1], c[:, 2]].long()
 
 
-@torch.no_grad()
 def predict_maps(model: nn.Module, x: Tensor, chunk: int = CHUNK, amp_dtype: torch.dtype | None = None,
                  flip: bool = False) -> Tensor:
     """Logits ``(N, K, H, W)`` (float32, CPU) of a set of normalised images, ``chunk`` at a
     time, in eval mode (train mode restored); ``flip`` averages with the mirror image's."""
-    was_training = model.training
-    model.eval()
     outs = []
-    try:
+    with inference(model, amp_dtype):
         for i in range(0, len(x), chunk):
             xb = x[i:i + chunk]
-            ctx = torch.autocast(xb.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-            with ctx:
-                out = model(xb).float()
-                if flip:
-                    out = (out + model(xb.flip(3)).float().flip(3)) / 2
+            out = model(xb).float()
+            if flip:
+                out = (out + model(xb.flip(3)).float().flip(3)) / 2
             outs.append(out.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(outs)
 
 
