@@ -122,6 +122,22 @@ class SegmentConfig:
 
 
 @dataclass
+class GenerativeConfig:
+    """Autoencoders, the VAE and GANs (``task: generative``): their losses, the one-class
+    protocol of anomaly detection, and the features that the Fréchet distance compares."""
+    recon_loss: str = "l2"               # l2 (the notes' ||s - D(E(s))||_2 per image) | mse | bce
+    latent_reg: str = "none"             # none | l1 (sparse code, weight reg_weight) | denoise (noise_std on the input)
+    reg_weight: float = 1e-3             # lambda of the notes' lambda R term
+    noise_std: float = 0.3               # denoising AE: std of the Gaussian noise added to its input
+    beta: float = 1.0                    # VAE: weight of the KL term in the ELBO
+    generator_loss: str = "non_saturating"   # GANs: non_saturating (max log D(G(z))) | saturating (min log(1 - D(G(z))))
+    d_steps: int = 1                     # GANs: discriminator updates per generator update
+    normal_class: int | None = None      # one-class protocol: train on this class only; test: the others are anomalies
+    feature_run: str | None = None       # classification run whose penultimate features the FD uses (None: vislab's own, trained once)
+    eval_samples: int = 10000            # generated images compared with the test set by the FD
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -130,6 +146,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     metric: MetricConfig = field(default_factory=MetricConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    generative: GenerativeConfig = field(default_factory=GenerativeConfig)
     task: str = "classification"         # see `vislab.engine.tasks.list_tasks()`
     seed: int = 0
     device: str = "auto"
@@ -148,9 +165,13 @@ _CHOICES = {
     "metric.miner": ("random", "batch_all", "batch_hard", "semi_hard", "hard"),
     "segment.train_mode": ("image", "crops", "patches"),
     "segment.class_weight": ("none", "inverse", "median"),
+    "generative.recon_loss": ("l2", "mse", "bce"),
+    "generative.latent_reg": ("none", "l1", "denoise"),
+    "generative.generator_loss": ("non_saturating", "saturating"),
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr", "optim.backbone_lr_scale",
-             "metric.classes_per_batch", "metric.images_per_class", "segment.crop", "segment.patches_per_image")
+             "metric.classes_per_batch", "metric.images_per_class", "segment.crop", "segment.patches_per_image",
+             "generative.d_steps", "generative.eval_samples")
 
 
 def _plain(d: Any) -> Any:
@@ -338,6 +359,9 @@ def validate(cfg: Config) -> None:
         raise UserError(f"segment.scale must be [min, max] with 0 < min <= max, got {cfg.segment.scale}")
     if not 0 <= cfg.segment.ignore_index <= 255:
         raise UserError(f"segment.ignore_index must be a mask value in 0..255, got {cfg.segment.ignore_index}")
+    for key in ("reg_weight", "noise_std", "beta"):
+        if getattr(cfg.generative, key) < 0:
+            raise UserError(f"generative.{key} must be >= 0, got {getattr(cfg.generative, key)}")
     if cfg.metric.margin < 0:
         raise UserError(f"metric.margin must be >= 0, got {cfg.metric.margin}")
     if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:

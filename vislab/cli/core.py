@@ -46,6 +46,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(classification runs)")
     p.set_defaults(func=_predict)
 
+    p = sub.add_parser("sample", help="draw images from a generative run (AE, VAE, DCGAN, BiGAN) into a PNG grid")
+    p.add_argument("run_dir")
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--out", default=None, help="PNG file (default RUN_DIR/samples.png)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--nrow", type=int, default=8, help="images per row (default 8)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_sample)
+
     p = sub.add_parser("data", help="data sets: list, check")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
     dsub.required = True
@@ -66,7 +75,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", action="store_true",
                    help="parameters, MACs and depth of each model (counted on meta tensors)")
     p.add_argument("--input", default="3x224x224", help="input size for --table, CxHxW (default 3x224x224)")
-    p.add_argument("--kind", choices=("classifier", "segmentation", "all"), default="classifier",
+    p.add_argument("--kind", choices=("classifier", "segmentation", "generative", "all"), default="classifier",
                    help="which kind of model to list (default: classifiers)")
     p.add_argument("--png", help="with --table: also plot MACs vs parameters (log-log) to this PNG")
     p.set_defaults(func=_models)
@@ -98,8 +107,9 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     res = runner.train(cfg, args.run_dir, resume=args.resume, fresh=args.fresh, progress=progress)
     print(f"run directory: {res.run_dir}")
-    print(f"best {res.best['monitor']} {res.best['value']:.4f} (epoch {res.best['epoch']}), "
-          f"training time {res.train_time_s:.1f}s")
+    best = (f"best.pt: the last epoch ({res.best['epoch']})" if res.best["monitor"] == "last"
+            else f"best {res.best['monitor']} {res.best['value']:.4f} (epoch {res.best['epoch']})")
+    print(f"{best}, training time {res.train_time_s:.1f}s")
     return 0
 
 
@@ -117,6 +127,13 @@ def _predict(args: argparse.Namespace) -> int:
                              log=lambda s: print(s, file=sys.stderr))
     for r in results:
         print(f"{r['path']}\t{r['line']}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from vislab.tasks import runner
+    out = runner.sample(args.run_dir, args.n, args.out, args.seed, args.nrow, args.device)
+    print(f"{args.n} samples: {out}")
     return 0
 
 

@@ -84,17 +84,27 @@ class EvalHook(Hook):
         t.epoch_metrics.update(self.validate(model, self.loader, t.amp_dtype))
 
 
+LOWER_IS_BETTER = ("loss", "error", "fd")
+"""Suffixes of the metrics that improve downwards; every other improves upwards."""
+LAST = "last"
+"""The monitor that keeps the last epoch as the best (GANs: no validation number measures their samples)."""
+
+
 class EarlyStopHook(Hook):
     """Tracks the best value of ``monitor``; stops after ``patience`` epochs without improvement
-    (``patience=None``: never stops, still tracks the best for ``best.pt``)."""
+    (``patience=None``: never stops, still tracks the best for ``best.pt``).  ``monitor="last"``
+    makes every epoch the best, so ``best.pt`` holds the last weights."""
 
     def __init__(self, monitor: str = "val_top1", patience: int | None = None) -> None:
         self.monitor, self.patience = monitor, patience
-        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.mode = "min" if monitor.endswith(LOWER_IS_BETTER) else "max"
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = -1
 
     def after_epoch(self, t: Trainer) -> None:
+        if self.monitor == LAST:            # every epoch is the best so far: best.pt = the last weights
+            t.improved, self.best, self.best_epoch = True, float(t.epoch), t.epoch
+            return
         value = t.epoch_metrics.get(self.monitor)
         if value is None:
             known = ", ".join(k for k in t.epoch_metrics if k.startswith("val_")) or "none"

@@ -35,14 +35,20 @@ class Trainer:
         hooks: run in list order at each point of the loop.
         amp_dtype: autocast dtype (``None``: full precision).
         grad_clip: max global gradient L2 norm (``None``: off).
+        step_fn: ``step_fn(trainer, x, target) -> {"loss": Tensor, name: Tensor, ...}`` replaces
+            the one forward-backward-step of :meth:`train_step` for models trained in several
+            moves per batch (a GAN's discriminator then generator); it calls
+            :meth:`optimize` for each move and returns detached scalars: ``loss`` and any others,
+            whose epoch means are logged as ``train_NAME``.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  loss_fn: Callable, loader, max_epochs: int, hooks: Iterable[Hook] = (),
                  device: torch.device = torch.device("cpu"), amp_dtype: torch.dtype | None = None,
                  grad_clip: float | None = None, correct_fn: Callable | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, step_fn: Callable | None = None) -> None:
         self.model, self.optimizer, self.loss_fn, self.loader = model, optimizer, loss_fn, loader
+        self.step_fn = step_fn
         self.max_epochs, self.hooks, self.device = max_epochs, list(hooks), device
         self.amp_dtype, self.grad_clip, self.correct_fn, self.log = amp_dtype, grad_clip, correct_fn, log
         self.epoch = self.step = self.seen = 0
@@ -72,23 +78,29 @@ class Trainer:
         self.epoch_metrics["train_loss"] = loss
         if acc is not None:
             self.epoch_metrics["train_top1"] = acc
+        n = max(self._count, 1)
+        self.epoch_metrics.update({f"train_{k}": float(v) / n for k, v in self._terms.items()})
         self._call("after_epoch")
         self.epoch += 1
 
     def train_step(self, x: Tensor, y: Tensor) -> None:
-        with self.autocast():
-            out = self.model(x)
-            loss = self.loss_fn(out, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        terms: dict[str, Tensor] = {}
+        if self.step_fn is not None:
+            terms = dict(self.step_fn(self, x, y))
+            loss, correct = terms.pop("loss"), None
+        else:
+            with self.autocast():
+                out = self.model(x)
+                loss = self.loss_fn(out, y)
+            self.optimize(loss)
+            with torch.no_grad():
+                correct = self.correct_fn(out, y) if self.correct_fn is not None else None
         self.step += 1
         self.seen += len(x)
         with torch.no_grad():
             self._loss_sum += loss.detach() * len(x)
-            correct = self.correct_fn(out, y) if self.correct_fn is not None else None
+            for k, v in terms.items():
+                self._terms[k] = self._terms.get(k, 0.0) + v.detach() * len(x)
             if correct is not None:
                 self._correct += correct
                 self._tracked = True
@@ -96,12 +108,24 @@ class Trainer:
         if self.step % 25 == 0:
             self._check_finite(float(self._loss_sum))
 
+    def optimize(self, loss: Tensor) -> None:
+        """One optimizer step on ``loss``: gradients zeroed (to ``None``), backward, the global
+        norm clipped when ``grad_clip`` is set, step.  Parameters the loss does not reach keep
+        ``grad=None`` and the optimizer leaves them (and their state) untouched, so one optimizer
+        serves models updated part by part."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+
     def reset_running(self) -> None:
         """Start the epoch's running loss and accuracy afresh."""
         self._loss_sum = torch.zeros((), device=self.device)
         self._correct = torch.zeros((), device=self.device)
         self._count = 0
         self._tracked = False
+        self._terms: dict[str, Tensor] = {}
 
     def running(self) -> tuple[float, float | None]:
         """Mean training loss and accuracy (``None`` when not tracked) of the epoch so far."""

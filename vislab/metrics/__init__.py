@@ -1,1 +1,1 @@
-"""Metrics: classification, detection, segmentation, retrieval."""
+"""Metrics: classification, detection, segmentation, retrieval, generative (Fréchet distance, AUROC)."""

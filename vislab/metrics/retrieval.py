@@ -254,24 +254,26 @@ def verification_pairs(labels: Tensor, n_pairs: int, seed: int) -> tuple[Tensor,
     return torch.cat([i_same, i_diff]), torch.cat([j_same, j_diff]), same
 
 
-def roc_auc(scores: Tensor, same: Tensor) -> float:
-    """Area under the ROC curve of ``scores`` (higher = more likely ``same``), by the rank-sum
-    (Mann-Whitney) formula with tied scores given their average rank."""
+def roc_auc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve of ``scores`` (higher = more likely positive) for binary
+    ``labels`` (1 or True = positive: a same pair, an anomaly), by the rank-sum (Mann-Whitney)
+    formula with tied scores given their average rank, which equals scikit-learn's
+    ``roc_auc_score``.  Tensors or arrays."""
     scores = torch.as_tensor(scores).double().flatten().cpu()
-    same = torch.as_tensor(same).bool().flatten().cpu()
-    if len(scores) != len(same):
-        raise UserError(f"{len(scores)} scores but {len(same)} labels; pass one label per score")
+    labels = torch.as_tensor(labels).bool().flatten().cpu()
+    if len(scores) != len(labels):
+        raise UserError(f"{len(scores)} scores but {len(labels)} labels; pass one label per score")
     if not torch.isfinite(scores).all():
         raise UserError("scores contain NaN or inf")
-    n_pos = int(same.sum())
-    n_neg = len(same) - n_pos
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
         raise UserError(f"ROC AUC needs positive and negative samples, got {n_pos} and {n_neg}")
     s, order = scores.sort()
     _, counts = torch.unique_consecutive(s, return_counts=True)
     size = counts.double()
     ranks = (size.cumsum(0) - (size - 1) / 2).repeat_interleave(counts)   # mean 1-based rank of its group
-    u = ranks[same[order]].sum() - n_pos * (n_pos + 1) / 2
+    u = ranks[labels[order]].sum() - n_pos * (n_pos + 1) / 2
     return float(u / (n_pos * n_neg))
 
 

@@ -6,6 +6,7 @@ from vislab.models import (
            densenet,  # noqa: F401  (densenet121..201, densenet_bc_*)
            efficientnet,  # noqa: F401  (efficientnet_b0..b7)
            fcn,  # noqa: F401  (fcn32s, fcn16s, fcn8s: segmentation)
+           generative,  # noqa: F401  (dense_ae, conv_ae, vae, dcgan, bigan: generative; *_ae_encoder)
            googlenet,  # noqa: F401  (googlenet)
            inception_v3,  # noqa: F401  (inception_v3)
            lenet,  # noqa: F401  (lenet5)

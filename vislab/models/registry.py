@@ -2,7 +2,8 @@
 
 Each model has a *kind*: ``"classifier"`` (logits ``(B, K)``; every family of the classification
 notes) or ``"segmentation"`` (logits ``(B, K, H, W)`` at the input's resolution: FCN, U-Net,
-DeepLab, the per-pixel baseline).  :func:`list_models` lists classifiers unless asked for
+DeepLab, the per-pixel baseline) or ``"generative"`` (autoencoders, the VAE, GANs: what
+their ``kind`` attribute says they return).  :func:`list_models` lists classifiers unless asked for
 another kind, so code that walks "every model" as a classifier (the zoo table, the torchvision
 comparisons) keeps working when a new kind is registered.
 """
@@ -20,7 +21,7 @@ from vislab.errors import UserError
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILY: dict[str, str] = {}
 _KIND: dict[str, str] = {}
-KINDS = ("classifier", "segmentation")
+KINDS = ("classifier", "segmentation", "generative")
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, kind: str = "classifier"):
@@ -47,7 +48,7 @@ def list_models(pattern: str = "*", kind: str | None = "classifier") -> list[str
 
 
 def model_kind(name: str) -> str:
-    """``"classifier"`` or ``"segmentation"``; unknown names raise :class:`UserError`."""
+    """``"classifier"``, ``"segmentation"`` or ``"generative"``; unknown names raise :class:`UserError`."""
     _factory(name)
     return _KIND[name]
 

@@ -55,6 +55,12 @@ class Task(Protocol):
     ``augment``: whether the image-only batch augmentations of ``data.augment`` apply to its
     inputs (they would move a box without its target).  ``monitor`` is the validation metric
     that picks ``best.pt`` unless the recipe names another (``train.monitor``).
+
+    Two optional methods, for families that train otherwise than one loss per batch:
+    ``train_step(cfg, model) -> step_fn`` gives the trainer its ``step_fn`` (see
+    :class:`vislab.engine.trainer.Trainer`: a GAN's alternating updates), and
+    ``training_hooks(cfg, run_dir, info, device) -> [Hook]`` adds hooks to the run's own (a
+    GAN's sample grid after every epoch).
     """
     name: str
     augment: bool

@@ -40,6 +40,7 @@ from vislab.report import html as H
 from vislab.report.plots import plot_curves
 from vislab.tasks.base import Section, get_task
 from vislab.tasks.export import predict_onnx
+from vislab.tasks.generative import save_image_grid
 from vislab.tasks.rundir import CONFIG, LAST, default_run_dir, open_run_dir
 from vislab.tasks.trained import TrainedRun, load_run
 from vislab.tasks.transfer import apply_transfer
@@ -104,9 +105,11 @@ def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, 
               CheckpointHook(run_dir, {"data": data.info.to_dict(), "model_name": cfg.model.name,
                                        "model_kwargs": dict(cfg.model.kwargs), "task": cfg.task}),
               LoggerHook(run_dir, progress=progress)]
+    hooks += task.training_hooks(cfg, run_dir, data.info, device) if hasattr(task, "training_hooks") else []
     hooks += extra_hooks(data.info, device) if extra_hooks else []
+    step_fn = task.train_step(cfg, model) if hasattr(task, "train_step") else None
     trainer = Trainer(model, optimizer, task.loss(cfg, model), loader, cfg.train.epochs, hooks, device, amp,
-                      cfg.train.grad_clip, task.correct, log)
+                      cfg.train.grad_clip, task.correct, log, step_fn)
     if resume:
         trainer.load_state_dict(load_checkpoint(os.path.join(run_dir, LAST), device))
         log(f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
@@ -185,6 +188,22 @@ def predict(run_dir: str, paths: list[str], device: str = "auto", topk: int = 1,
     return run.task.predict(run, paths, topk)
 
 
+def sample(run_dir: str, n: int = 64, out: str | None = None, seed: int = 0, nrow: int = 8,
+           device: str = "auto") -> str:
+    """``n`` images drawn from a generative run, saved as one PNG grid (default
+    ``RUN_DIR/samples.png``); returns its path."""
+    if n < 1 or nrow < 1:
+        raise UserError(f"--n and --nrow must be at least 1, got {n} and {nrow}")
+    run = load_run(run_dir, device)
+    if not hasattr(run.task, "sample"):
+        raise UserError(f"{run_dir} is a {run.task.name} run; `vislab sample` draws from generative runs "
+                        "(vislab train ae | vae | dcgan | bigan)")
+    out = out or run.path("samples.png")
+    if not out.lower().endswith(".png"):
+        raise UserError(f"--out {out}: give a .png file")
+    return save_image_grid(run.task.sample(run, n, seed), out, nrow)
+
+
 def cross_validate(cfg: Config, folds: int, run_dir: str | None = None, progress: bool = True,
                    log: Callable[[str], None] = print) -> dict:
     """k-fold cross-validation of a recipe on the training set: fold ``k`` is the validation set
@@ -250,4 +269,4 @@ def _evaluation(run: TrainedRun, log) -> dict:
     return run.task.evaluate(run)
 
 
-__all__ = ["TrainResult", "cross_validate", "evaluate", "predict", "report", "train"]
+__all__ = ["TrainResult", "cross_validate", "evaluate", "predict", "report", "sample", "train"]

@@ -8,7 +8,9 @@ fine-tune it, usually with a lower rate than from scratch (``optim.backbone_lr_s
 - ``model.init_from=RUN``: every tensor of the new model outside ``model.head`` (parameters and
   BatchNorm statistics) is copied from RUN's ``best.pt`` (else ``last.pt``); the head keeps its
   fresh initialisation.  RUN may be a classification run or a metric-learning run (its embedding
-  network's backbone).  RUN must have trained the same ``model.name`` with a backbone of the
+  network's backbone), or an autoencoder run (``conv_ae`` or ``dense_ae``: its encoder starts
+  the classifier ``conv_ae_encoder`` or ``dense_ae_encoder``, the notes' "AE for classifier
+  initialization"; the decoder is dropped).  RUN must have trained the same ``model.name`` with a backbone of the
   same shapes (same ``model.kwargs``, input channels and image size); the data set and the
   classes may differ.  The run also keeps RUN's input normalisation (see
   :func:`source_normalization`): the backbone's filters and BatchNorm statistics were fitted to it.
@@ -33,6 +35,7 @@ from vislab.data.info import DataInfo, Normalization
 from vislab.engine.checkpoint import load_checkpoint
 from vislab.engine.optim import HEAD, is_head
 from vislab.errors import UserError
+from vislab.models.generative import ENCODER_CLASSIFIERS
 from vislab.tasks.rundir import BEST, LAST
 
 
@@ -58,7 +61,10 @@ def source_checkpoint(run_dir: str, model_name: str) -> dict:
         raise UserError(f"model.init_from: run directory {run_dir} does not exist; give the folder a "
                         "`vislab train` wrote, or unset model.init_from")
     trained = config_from_run(run_dir).model.name
-    if trained != model_name:
+    if ENCODER_CLASSIFIERS.get(trained) not in (None, model_name):
+        raise UserError(f"model.init_from: {run_dir} trained the autoencoder {trained!r}; the classifier made "
+                        f"of its encoder is {ENCODER_CLASSIFIERS[trained]!r}: set model.name={ENCODER_CLASSIFIERS[trained]}")
+    if trained != model_name and ENCODER_CLASSIFIERS.get(trained) != model_name:
         raise UserError(f"model.init_from: {run_dir} trained {trained!r}, this run builds {model_name!r}; "
                         f"set model.name={trained}, or start from a {model_name} run")
     path = os.path.join(run_dir, BEST)
