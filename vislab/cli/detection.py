@@ -114,10 +114,16 @@ def add_make_scenes_args(parser: argparse.ArgumentParser) -> None:
                         help="item size relative to its source size (default 1.0 2.5)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", help="folder with the source data set's files")
+    parser.add_argument("--captions", action="store_true",
+                        help="also write SPLIT/captions.json: captions of each scene from its annotations")
+    parser.add_argument("--captions-per-image", type=int, default=5, metavar="N",
+                        help="with --captions: captions per scene, distinct phrasings (default 5)")
 
 
 def run_make_scenes(args: argparse.Namespace) -> int:
     from vislab.detection.scenes import SceneConfig, make_scene_dataset
+    if args.captions and args.captions_per_image < 1:
+        raise UserError(f"--captions-per-image {args.captions_per_image}: give at least 1")
     config = SceneConfig(source=args.source, image_size=parse_size(args.size, "--size"), objects=tuple(args.objects),
                          scale=tuple(args.scale))
     counts = {"train": args.train, "val": args.val, "test": args.test}
@@ -126,4 +132,9 @@ def run_make_scenes(args: argparse.Namespace) -> int:
         with open(path) as f:
             coco = json.load(f)
         print(f"{split:5s}: {len(coco['images'])} scenes, {len(coco['annotations'])} objects -> {path}")
+    if args.captions:
+        from vislab.sequence.captions import write_captions
+        for split in paths:
+            path = write_captions(args.out, split, args.captions_per_image, args.seed)
+            print(f"{split:5s}: {args.captions_per_image} captions per scene -> {path}")
     return 0
