@@ -130,6 +130,7 @@ class GenerativeConfig:
     reg_weight: float = 1e-3             # lambda of the notes' lambda R term
     noise_std: float = 0.3               # denoising AE: std of the Gaussian noise added to its input
     beta: float = 1.0                    # VAE: weight of the KL term in the ELBO
+    latent_prior: str = "full"           # AE sampling: full (Gaussian fitted to the training codes) | diagonal | standard (N(0, I))
     generator_loss: str = "non_saturating"   # GANs: non_saturating (max log D(G(z))) | saturating (min log(1 - D(G(z))))
     d_steps: int = 1                     # GANs: discriminator updates per generator update
     normal_class: int | None = None      # one-class protocol: train on this class only; test: the others are anomalies
@@ -168,6 +169,7 @@ _CHOICES = {
     "generative.recon_loss": ("l2", "mse", "bce"),
     "generative.latent_reg": ("none", "l1", "denoise"),
     "generative.generator_loss": ("non_saturating", "saturating"),
+    "generative.latent_prior": ("full", "diagonal", "standard"),
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr", "optim.backbone_lr_scale",
              "metric.classes_per_batch", "metric.images_per_class", "segment.crop", "segment.patches_per_image",

@@ -59,6 +59,9 @@ def test_every_kind_evaluates_with_its_figures(runs):
         for p in ev["plots"]:
             assert (run / "plots" / p).is_file(), p
         assert ("recon_mse" in ev) == (ev["kind"] != "gan")
+        if ev["kind"] == "ae":          # AE sampling under the three priors, the configured one first
+            assert list(ev["fd_by_prior"]) == ["full", "diagonal", "standard"]
+            assert ev["fd_by_prior"]["full"] == ev["fd"]
     # GANs keep the last epoch; their fixed-noise grids are written after every epoch
     for name in ("dcgan", "bigan"):
         assert sorted(os.listdir(runs[name] / "samples")) == ["epoch_001.png", "epoch_002.png"]
@@ -135,6 +138,10 @@ def test_ae_sampling_draws_from_the_fitted_latent_gaussian(runs):
     with torch.no_grad():
         z = run.model.encode(x).double()
     assert torch.allclose(prior.mean, z.mean(0), atol=1e-4)
+    diag = run.task.latent_prior(run, "diagonal")
+    assert torch.equal(diag.mean, prior.mean) and torch.equal(diag.cov, torch.diag(prior.cov.diagonal()))
+    std = run.task.latent_prior(run, "standard")
+    assert torch.equal(std.mean, torch.zeros(8, dtype=torch.float64)) and torch.equal(std.cov, torch.eye(8, dtype=torch.float64))
     a = run.task.sample(run, 6, seed=1)
     assert a.shape == (6, 1, 8, 8) and torch.equal(a, run.task.sample(run, 6, seed=1))
 
@@ -223,3 +230,30 @@ def test_default_feature_run_is_cached(tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(path, "checkpoints", "best.pt")) and any("once" in s for s in logs)
     logs.clear()
     assert generative.default_feature_run("digits", None, logs.append) == path and not logs
+
+
+def test_gan_resume_is_bit_identical(tmp_path):
+    """A DCGAN run stopped after its first checkpoint and resumed ends with the weights of an
+    uninterrupted run: both halves of the alternating step draw their noise from the global
+    generator, whose state the checkpoint keeps, and the one optimizer holds D's and G's state."""
+    from vislab.config import load_config
+    from vislab.engine.checkpoint import load_checkpoint
+    from vislab.engine.hooks import Hook
+    from vislab.tasks.runner import train
+
+    def cfg():
+        return load_config("dcgan", ["data.name=digits", "data.val_size=100", "train.batch_size=64",
+                                     f"model.kwargs={SMALL['dcgan']}", "train.epochs=2", "deterministic=true"])
+
+    class Crash(Hook):
+        def after_epoch(self, t):
+            raise RuntimeError("simulated crash after the first checkpoint")
+
+    train(cfg(), str(tmp_path / "ref"), progress=False, log=lambda s: None)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg(), str(tmp_path / "run"), progress=False, log=lambda s: None, extra_hooks=lambda i, d: [Crash()])
+    train(cfg(), str(tmp_path / "run"), resume=True, progress=False, log=lambda s: None)
+    a = load_checkpoint(str(tmp_path / "ref" / "checkpoints" / "last.pt"), "cpu")["model"]
+    b = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pt"), "cpu")["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -1,1 +1,1 @@
-"""Metrics: classification, detection, segmentation, retrieval, generative (Fréchet distance, AUROC)."""
+"""Metrics: classification, detection, segmentation, retrieval, generative (Fréchet distance, AUROC), text (BLEU, perplexity)."""

@@ -65,6 +65,8 @@ from vislab.tasks.trained import TrainedRun, load_run
 
 GRID = 64                      # images in a sample grid
 FEATURE_RECIPE = ["train.epochs=4"]   # the default recipe, shortened: vislab's own FD features
+PRIOR_NAMES = {"full": "Gaussian fitted to the training codes", "diagonal": "the fitted Gaussian's diagonal",
+               "standard": "N(0, I), nothing known of the codes"}
 
 
 def unit_scale(in_chans: int) -> Normalization:
@@ -144,12 +146,13 @@ class GenerativeTask:
         if model_type(model) in ("gan", "bigan") and cfg.train.monitor is None:
             cfg.train.monitor = LAST
         model.recon_loss = cfg.generative.recon_loss      # validation measures what training minimises
+        model.beta = cfg.generative.beta
         return model
 
     def loss(self, cfg: Config, model: nn.Module):
-        """The objective of an autoencoder or the VAE, ``loss(output, images)``; the GANs have
-        two, alternated by :meth:`train_step` (this one is their discriminator's view of nothing:
-        it is never called for them)."""
+        """The objective of an autoencoder or the VAE, ``loss(output, images)`` (what their
+        :meth:`train_step` minimises).  A GAN has no single loss: its step alternates two, and
+        the function returned for it refuses to be called."""
         kind = model_type(model)
         if kind == "ae":
             objective = ae_objective(cfg.generative)
@@ -174,7 +177,8 @@ class GenerativeTask:
         return
 
     def validate(self, model: nn.Module, loader, amp_dtype=None) -> dict[str, float]:
-        """Autoencoders: ``val_loss`` (the training objective, clean input) and ``val_mse``.
+        """Autoencoders: ``val_loss`` (the reconstruction loss of training, on clean inputs, without
+        the L1 term; the VAE's negative ELBO at the posterior mean) and ``val_mse``.
         GANs: the discriminator's mean posterior on validation images (``val_d_real``) and on
         as many generated ones (``val_d_fake``); BiGAN also ``val_mse`` of ``G(E(s))``."""
         kind = model_type(model)
@@ -189,7 +193,7 @@ class GenerativeTask:
                     xb = x[i:i + bs]
                     o = model(xb)
                     if kind == "vae":
-                        total += float(vae_loss(o.logits.float(), xb, o.mu.float(), o.logvar.float())) * len(xb)
+                        total += float(vae_loss(o.logits.float(), xb, o.mu.float(), o.logvar.float(), model.beta)) * len(xb)
                     else:
                         total += float(reconstruction_loss(o.logits.float(), xb, model.recon_loss)) * len(xb)
                     mse += float(reconstruction_error(torch.sigmoid(o.logits.float()), xb, "mse").sum())
@@ -245,7 +249,15 @@ class GenerativeTask:
         report["samples_confidence"] = conf["confidence"]
         report["samples_class_histogram"] = conf["histogram"]
         report["samples_class_entropy"] = max(0.0, conf["diversity"])
-        report["latent_prior"] = "Gaussian fitted to the training codes" if kind == "ae" else "N(0, I)"
+        report["latent_prior"] = PRIOR_NAMES[g.latent_prior] if kind == "ae" else "N(0, I)"
+        if kind == "ae":           # the notes' claim, measured: how sampling depends on what is known of the codes
+            report["fd_by_prior"] = {g.latent_prior: report["fd"]}
+            for form in PRIOR_NAMES:
+                if form != g.latent_prior:
+                    with inference(model):
+                        z = self.latent_prior(run, form).sample(n, torch.Generator().manual_seed(cfg.seed))
+                        other_samples = batched(model.decode, z.to(run.device), bs)
+                    report["fd_by_prior"][form] = fid_from_features(ref[0], feats(other_samples)[0])
         report["plots"].append(save_image_grid(samples[:GRID], os.path.join(plots, "samples.png")))
         report["plots"].append(plot_bars({c: k / n for c, k in zip(info.classes, conf["histogram"])},
                                          os.path.join(plots, "sample_classes.png"),
@@ -260,22 +272,35 @@ class GenerativeTask:
         atomic_write_text(run.path("eval.json"), json.dumps(report, indent=1))
         return report
 
-    def latent_prior(self, run: TrainedRun) -> Gaussian:
-        """What sampling draws codes from: ``N(0, I)`` for the VAE and the GANs; for an AE, the
-        Gaussian fitted to the codes of its training images (cached in ``RUN/latent_prior.pt``)."""
+    def latent_prior(self, run: TrainedRun, form: str | None = None) -> Gaussian:
+        """What sampling draws codes from: ``N(0, I)`` for the VAE and the GANs; for an AE,
+        ``generative.latent_prior`` (or ``form``): the Gaussian fitted to the codes of its
+        training images (``full``, cached in ``RUN/latent_prior.pt``), the same with its
+        correlations dropped (``diagonal``), or ``N(0, I)`` (``standard``: nothing known of the
+        codes, the notes' naive draw)."""
         model = run.model
-        if model_type(model) != "ae":
+        form = form or run.config.generative.latent_prior
+        if model_type(model) != "ae" or form == "standard":
             return Gaussian.standard(model.latent_dim)
         path = run.path("latent_prior.pt")
         if os.path.exists(path) and os.path.getmtime(path) >= os.path.getmtime(run.checkpoint):
             d = torch.load(path, weights_only=True)
-            return Gaussian(d["mean"], d["cov"])
+            full = Gaussian(d["mean"], d["cov"])
+        else:
+            full = self._fit_prior(run, path)
+        return full if form == "full" else Gaussian(full.mean, torch.diag(full.cov.diagonal()))
+
+    def _fit_prior(self, run: TrainedRun, path: str) -> Gaussian:
+        model = run.model
         cfg = run.config
         train = load_split(cfg.data.name, "train", cfg.data.root, cfg.data.download)
+        if cfg.data.limit_train:                    # the images the run trained on, as build_data took them
+            train = ArrayDataset(train.images[:cfg.data.limit_train], train.labels[:cfg.data.limit_train],
+                                 train.classes, train.source)
         normal = run.info.extra.get("normal_class")
         if normal is not None:
             train = keep_classes(train, [normal])
-        images = train.images[:cfg.data.limit_train] if cfg.data.limit_train else train.images
+        images = train.images
         with inference(model):
             z = batched(model.encode, run.norm.from_uint8(images, run.device), cfg.train.eval_batch_size)
         prior = Gaussian.fit(z)
