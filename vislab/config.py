@@ -139,6 +139,14 @@ class GenerativeConfig:
 
 
 @dataclass
+class CaptionConfig:
+    """Image captioning (``task: captioning``): the vocabulary cut and the decodings evaluated."""
+    min_freq: int = 1                    # words seen fewer times in the training captions become <unk>
+    beams: list[int] = field(default_factory=lambda: [3, 5])   # beam widths evaluated beside greedy decoding
+    length_penalty: float = 0.7          # beam search ranks log p / length**alpha (0: no normalisation: short captions win)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -148,6 +156,7 @@ class Config:
     metric: MetricConfig = field(default_factory=MetricConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     generative: GenerativeConfig = field(default_factory=GenerativeConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
     task: str = "classification"         # see `vislab.engine.tasks.list_tasks()`
     seed: int = 0
     device: str = "auto"
@@ -173,7 +182,7 @@ _CHOICES = {
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr", "optim.backbone_lr_scale",
              "metric.classes_per_batch", "metric.images_per_class", "segment.crop", "segment.patches_per_image",
-             "generative.d_steps", "generative.eval_samples")
+             "generative.d_steps", "generative.eval_samples", "caption.min_freq")
 
 
 def _plain(d: Any) -> Any:
@@ -364,6 +373,10 @@ def validate(cfg: Config) -> None:
     for key in ("reg_weight", "noise_std", "beta"):
         if getattr(cfg.generative, key) < 0:
             raise UserError(f"generative.{key} must be >= 0, got {getattr(cfg.generative, key)}")
+    if cfg.caption.length_penalty < 0:
+        raise UserError(f"caption.length_penalty must be >= 0, got {cfg.caption.length_penalty}")
+    if not cfg.caption.beams or any(b < 2 for b in cfg.caption.beams):
+        raise UserError(f"caption.beams lists beam widths >= 2 evaluated beside greedy decoding, got {cfg.caption.beams}")
     if cfg.metric.margin < 0:
         raise UserError(f"metric.margin must be >= 0, got {cfg.metric.margin}")
     if cfg.train.ema_decay is not None and not 0 < cfg.train.ema_decay < 1:

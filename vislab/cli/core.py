@@ -40,6 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--topk", type=int, default=1)
+    p.add_argument("--beam", type=int, default=1, help="captioning runs: beam width (default 1: greedy decoding)")
     p.add_argument("--device", default="auto", help="for --runtime torch (onnxruntime runs on the CPU)")
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
                    help="torch (default), or onnx: onnxruntime on RUN/model.onnx, exported first if missing "
@@ -75,7 +76,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", action="store_true",
                    help="parameters, MACs and depth of each model (counted on meta tensors)")
     p.add_argument("--input", default="3x224x224", help="input size for --table, CxHxW (default 3x224x224)")
-    p.add_argument("--kind", choices=("classifier", "segmentation", "generative", "all"), default="classifier",
+    p.add_argument("--kind", choices=("classifier", "segmentation", "generative", "captioning", "seq2seq", "all"), default="classifier",
                    help="which kind of model to list (default: classifiers)")
     p.add_argument("--png", help="with --table: also plot MACs vs parameters (log-log) to this PNG")
     p.set_defaults(func=_models)
@@ -124,7 +125,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from vislab.tasks import runner
     results = runner.predict(args.run_dir, args.images, args.device, args.topk, args.runtime,
-                             log=lambda s: print(s, file=sys.stderr))
+                             log=lambda s: print(s, file=sys.stderr), beam=args.beam)
     for r in results:
         print(f"{r['path']}\t{r['line']}")
     return 0

@@ -3,9 +3,12 @@
 Each model has a *kind*: ``"classifier"`` (logits ``(B, K)``; every family of the classification
 notes) or ``"segmentation"`` (logits ``(B, K, H, W)`` at the input's resolution: FCN, U-Net,
 DeepLab, the per-pixel baseline) or ``"generative"`` (autoencoders, the VAE, GANs: what
-their ``kind`` attribute says they return).  :func:`list_models` lists classifiers unless asked for
-another kind, so code that walks "every model" as a classifier (the zoo table, the torchvision
-comparisons) keeps working when a new kind is registered.
+their ``kind`` attribute says they return) or ``"captioning"`` (image -> caption: logits
+``(B, T, V)`` from images and teacher-forced tokens, and ``start``/``step`` for decoding) or
+``"seq2seq"`` (text -> text encoder-decoders with the same decoding face); the two sequence kinds
+are registered by :mod:`vislab.sequence.models` when it is imported.  :func:`list_models` lists
+classifiers unless asked for another kind, so code that walks "every model" as a classifier (the
+zoo table, the torchvision comparisons) keeps working when a new kind is registered.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from vislab.errors import UserError
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILY: dict[str, str] = {}
 _KIND: dict[str, str] = {}
-KINDS = ("classifier", "segmentation", "generative")
+KINDS = ("classifier", "segmentation", "generative", "captioning", "seq2seq")
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, kind: str = "classifier"):
@@ -48,7 +51,7 @@ def list_models(pattern: str = "*", kind: str | None = "classifier") -> list[str
 
 
 def model_kind(name: str) -> str:
-    """``"classifier"``, ``"segmentation"`` or ``"generative"``; unknown names raise :class:`UserError`."""
+    """The kind of a registered model (one of ``KINDS``); unknown names raise :class:`UserError`."""
     _factory(name)
     return _KIND[name]
 

@@ -172,11 +172,14 @@ def evaluate(run_dir: str, tta: bool = False, device: str = "auto") -> dict:
 
 
 def predict(run_dir: str, paths: list[str], device: str = "auto", topk: int = 1, runtime: str = "torch",
-            log: Callable[[str], None] = print) -> list[dict]:
+            log: Callable[[str], None] = print, beam: int = 1) -> list[dict]:
     """The task's predictions for image files (each converted like the training data), by
-    PyTorch or (``runtime='onnx'``, classification runs) by onnxruntime from ``RUN/model.onnx``."""
+    PyTorch or (``runtime='onnx'``, classification runs) by onnxruntime from ``RUN/model.onnx``;
+    ``beam``: the beam width of a captioning run's decoding."""
     if topk < 1:
         raise UserError(f"--topk must be at least 1, got {topk}")
+    if beam < 1:
+        raise UserError(f"--beam must be at least 1, got {beam}")
     if runtime not in ("torch", "onnx"):
         raise UserError(f"unknown runtime {runtime!r}: use torch or onnx")
     for p in paths:
@@ -185,6 +188,11 @@ def predict(run_dir: str, paths: list[str], device: str = "auto", topk: int = 1,
     if runtime == "onnx":
         return predict_onnx(run_dir, paths, topk, log)
     run = load_run(run_dir, device)
+    if beam != 1:
+        if run.task.name != "captioning":
+            raise UserError(f"--beam is the beam width of a captioning run's decoding; {run_dir} is a "
+                            f"{run.task.name} run: drop --beam")
+        return run.task.predict(run, paths, topk, beam=beam)
     return run.task.predict(run, paths, topk)
 
 
