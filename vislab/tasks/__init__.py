@@ -5,7 +5,15 @@ sections); :func:`load_run` gives any run as a typed :class:`TrainedRun`; :mod:`
 evaluates, predicts, cross-validates and reports for any task; :mod:`.rundir` owns run folders.
 """
 
-from vislab.tasks import captioning, classification, generative, localization, metric, segmentation  # noqa: F401  (each registers its task)
+from vislab.tasks import (  # noqa: F401  (each registers its task)
+    captioning,
+    classification,
+    generative,
+    localization,
+    metric,
+    segmentation,
+    seq2seq,
+)
 from vislab.tasks.base import (
     DataBundle,
     Section,
