@@ -32,7 +32,12 @@ from torch import Tensor, nn
 from vislab.config import Config
 from vislab.data.formats import load_image
 from vislab.data.info import DataInfo, Normalization
-from vislab.detection.scenes import SceneConfig, load_scenes, make_scenes, resolve_scene_options
+from vislab.detection.scenes import (
+    SceneConfig,
+    load_scenes,
+    make_scenes,
+    resolve_scene_options,
+)
 from vislab.errors import UserError
 from vislab.io import atomic_write_text
 from vislab.metrics.text import bleu_scores, perplexity
@@ -42,7 +47,13 @@ from vislab.report.plots import heatmap_overlay, plot_image_rows
 from vislab.sequence import models as _models  # noqa: F401  (registers the captioners)
 from vislab.sequence.captions import load_captions, scene_captions
 from vislab.sequence.decode import beam_search, greedy_decode
-from vislab.sequence.text import EOS_INDEX, PAD_INDEX, SOS_INDEX, Vocab, masked_cross_entropy
+from vislab.sequence.text import (
+    EOS_INDEX,
+    PAD_INDEX,
+    SOS_INDEX,
+    Vocab,
+    masked_cross_entropy,
+)
 from vislab.tasks.base import DataBundle, Section, inference, register_task
 from vislab.tasks.trained import TrainedRun
 
@@ -205,8 +216,8 @@ class CaptioningTask:
             extra["scenes"] = scene_options(cfg.data.kwargs)[1]
         info = DataInfo(cfg.data.name, tuple(vocab.itos), 3, tuple(tx.shape[-2:]), norm, extra)
         lengths = [len(c.split()) for per in tcaps for c in per]
-        notes = [f"captioning {len(tx)} training scenes ({sum(map(len, tcaps))} captions, {len(vocab)} tokens in the "
-                 f"vocabulary, {np.mean(lengths):.1f} words per caption), {len(vx)} validation scenes"]
+        notes = [(f"captioning {len(tx)} training scenes ({sum(map(len, tcaps))} captions, {len(vocab)} tokens in "
+                  f"the vocabulary, {np.mean(lengths):.1f} words per caption), {len(vx)} validation scenes")]
         return DataBundle(norm.from_uint8(tx, device), encode_captions(tcaps, vocab).to(device),
                           norm.from_uint8(vx, device), encode_captions(vcaps, vocab).to(device), info, notes)
 

@@ -34,8 +34,20 @@ from vislab.report import html as H
 from vislab.report.plots import pyplot, save_figure
 from vislab.sequence import models as _models  # noqa: F401  (registers the seq2seq models)
 from vislab.sequence.decode import greedy_decode
-from vislab.sequence.text import EOS_INDEX, PAD_INDEX, SOS_INDEX, Vocab, masked_cross_entropy
-from vislab.tasks.base import DataBundle, Section, inference, register_task, shuffled_batches
+from vislab.sequence.text import (
+    EOS_INDEX,
+    PAD_INDEX,
+    SOS_INDEX,
+    Vocab,
+    masked_cross_entropy,
+)
+from vislab.tasks.base import (
+    DataBundle,
+    Section,
+    inference,
+    register_task,
+    shuffled_batches,
+)
 from vislab.tasks.captioning import teacher_forcing
 from vislab.tasks.trained import TrainedRun
 
