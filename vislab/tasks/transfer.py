@@ -38,7 +38,6 @@ from vislab.errors import UserError
 from vislab.models.generative import ENCODER_CLASSIFIERS
 from vislab.tasks.rundir import BEST, LAST
 
-
 EMBEDDING_BACKBONE = "backbone."     # where vislab.models.embedding.EmbeddingNet keeps its backbone
 
 
