@@ -25,9 +25,7 @@ import time
 
 import torch
 
-from benchmarks.common import measured_sgemm_gflops
-from vislab.config import load_config
-from vislab.tasks.runner import evaluate, train
+from benchmarks.common import measured_sgemm_gflops, train_and_evaluate
 
 CAPTIONERS = ("caption_lstm", "caption_attention", "caption_transformer")
 SEQ2SEQ = ("seq2seq_lstm", "seq2seq_attention")
@@ -35,18 +33,7 @@ BUCKETS = ((2, 5), (6, 10), (11, 15), (16, 20), (21, 25), (26, 30))
 
 
 def run(recipe: str, overrides: list[str], run_dir: str, args) -> tuple[dict, float]:
-    done = os.path.join(run_dir, "eval.json")
-    if args.reuse and os.path.exists(done):
-        with open(done) as f:
-            ev = json.load(f)
-        return ev, ev.get("train_time_s", float("nan"))
-    cfg = load_config(recipe, [*overrides, f"device={args.device}"])
-    res = train(cfg, run_dir, fresh=True, progress=False, log=lambda s: None)
-    ev = evaluate(run_dir, device=args.device)
-    ev["train_time_s"] = res.train_time_s
-    with open(done, "w") as f:
-        json.dump(ev, f, indent=1)
-    return ev, res.train_time_s
+    return train_and_evaluate(recipe, overrides, run_dir, args.device, args.reuse)
 
 
 def part_captioning(args) -> list[dict]:

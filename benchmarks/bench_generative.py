@@ -36,13 +36,12 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import measured_sgemm_gflops
-from vislab.config import load_config
+from benchmarks.common import measured_sgemm_gflops, train_and_evaluate
 from vislab.data.datasets import load_split
 from vislab.generative.losses import reconstruction_error
 from vislab.tasks import load_run
 from vislab.tasks.base import inference
-from vislab.tasks.runner import evaluate, train
+from vislab.tasks.runner import evaluate
 
 LATENTS = (2, 8, 32, 128)
 LABELS_PER_CLASS = (10, 100, 1000)
@@ -50,19 +49,7 @@ INIT_STEPS = 600
 
 
 def run(recipe: str, overrides: list[str], run_dir: str, args) -> tuple[dict, float]:
-    """Train (unless already trained with ``--reuse``) and evaluate; returns eval.json and the training time."""
-    done = os.path.join(run_dir, "eval.json")
-    if args.reuse and os.path.exists(done):
-        with open(done) as f:
-            ev = json.load(f)
-        return ev, ev.get("train_time_s", float("nan"))
-    cfg = load_config(recipe, [*overrides, f"device={args.device}"])
-    res = train(cfg, run_dir, fresh=True, progress=False, log=lambda s: None)
-    ev = evaluate(run_dir, device=args.device)
-    ev["train_time_s"] = res.train_time_s
-    with open(done, "w") as f:
-        json.dump(ev, f, indent=1)
-    return ev, res.train_time_s
+    return train_and_evaluate(recipe, overrides, run_dir, args.device, args.reuse)
 
 
 def train_mse(run_dir: str, device: str, n: int = 10000) -> float:

@@ -18,3 +18,27 @@ def measured_sgemm_gflops(best_of: int, n: int = 2048) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def train_and_evaluate(recipe: str, overrides: list[str], run_dir: str, device: str = "cpu",
+                       reuse: bool = False) -> tuple[dict, float]:
+    """``vislab train RECIPE --set ...`` into ``run_dir`` then ``vislab evaluate``; returns
+    ``eval.json`` (with ``train_time_s`` added) and the training time.  With ``reuse`` a run
+    that already has ``eval.json`` is read, not trained again."""
+    import json
+    import os
+
+    from vislab.config import load_config
+    from vislab.tasks.runner import evaluate, train
+    done = os.path.join(run_dir, "eval.json")
+    if reuse and os.path.exists(done):
+        with open(done) as f:
+            ev = json.load(f)
+        return ev, ev.get("train_time_s", float("nan"))
+    cfg = load_config(recipe, [*overrides, f"device={device}"])
+    res = train(cfg, run_dir, fresh=True, progress=False, log=lambda s: None)
+    ev = evaluate(run_dir, device=device)
+    ev["train_time_s"] = res.train_time_s
+    with open(done, "w") as f:
+        json.dump(ev, f, indent=1)
+    return ev, res.train_time_s

@@ -22,6 +22,7 @@ from vislab.config import Config
 from vislab.data.info import DataInfo
 from vislab.data.loader import TensorLoader
 from vislab.errors import UserError
+from vislab.models.registry import create_model, default_kwargs, list_models, model_kind
 
 if TYPE_CHECKING:
     from vislab.tasks.trained import TrainedRun
@@ -136,6 +137,21 @@ def inference(model: nn.Module, amp_dtype: torch.dtype | None = None) -> Iterato
         model.train(was_training)
 
 
+def create_kind_model(cfg: Config, kind: str, task: str, num_classes: int, in_chans: int, **fixed) -> nn.Module:
+    """The registry model ``cfg.model.name``, refused with the list of its kind's models when it
+    is of another kind; ``cfg.model.kwargs`` completed with every default and ``fixed`` (values
+    the data decides, e.g. ``img_size``), so the saved config rebuilds this exact model."""
+    name = cfg.model.name
+    if model_kind(name) != kind:
+        raise UserError(f"{name!r} is a {model_kind(name)}; the {task} task trains one of "
+                        f"{', '.join(list_models(kind=kind))}")
+    cfg.model.kwargs = kwargs = {**default_kwargs(name), **cfg.model.kwargs, **fixed}
+    try:
+        return create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"model {name!r} does not take these arguments ({e}); check model.kwargs") from None
+
+
 _TASKS: dict[str, Task] = {}
 
 
@@ -158,5 +174,5 @@ def get_task(name: str) -> Task:
     return _TASKS[name]
 
 
-__all__ = ["DataBundle", "Section", "Task", "get_task", "inference", "list_tasks", "register_task",
+__all__ = ["DataBundle", "Section", "Task", "create_kind_model", "get_task", "inference", "list_tasks", "register_task",
            "shuffled_batches"]

@@ -41,7 +41,6 @@ from vislab.detection.scenes import (
 from vislab.errors import UserError
 from vislab.io import atomic_write_text
 from vislab.metrics.text import bleu_scores, perplexity
-from vislab.models.registry import create_model, default_kwargs, list_models, model_kind
 from vislab.report import html as H
 from vislab.report.plots import heatmap_overlay, plot_image_rows
 from vislab.sequence import models as _models  # noqa: F401  (registers the captioners)
@@ -54,7 +53,13 @@ from vislab.sequence.text import (
     Vocab,
     masked_cross_entropy,
 )
-from vislab.tasks.base import DataBundle, Section, inference, register_task
+from vislab.tasks.base import (
+    DataBundle,
+    Section,
+    create_kind_model,
+    inference,
+    register_task,
+)
 from vislab.tasks.trained import TrainedRun
 
 SCENE_DEFAULTS = {"source": "fashion_mnist", "image_size": 64, "objects": [1, 3], "scale": [1.0, 2.0],
@@ -225,17 +230,9 @@ class CaptioningTask:
         return CaptionLoader(cfg, data, gen)
 
     def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
-        name = cfg.model.name
-        if model_kind(name) != "captioning":
-            raise UserError(f"{name!r} is a {model_kind(name)}; the captioning task trains one of "
-                            f"{', '.join(list_models(kind='captioning'))}")
-        kwargs = {**default_kwargs(name), **cfg.model.kwargs}
-        kwargs["img_size"] = info.image_size[0]
-        cfg.model.kwargs = kwargs
-        try:
-            return create_model(name, num_classes=info.num_classes, in_chans=info.in_chans, **kwargs)
-        except TypeError as e:
-            raise UserError(f"model {name!r} does not take these arguments ({e}); check model.kwargs") from None
+        """A captioner of the registry; its vocabulary is the run's (``info.classes``)."""
+        return create_kind_model(cfg, "captioning", self.name, info.num_classes, info.in_chans,
+                                 img_size=info.image_size[0])
 
     def loss(self, cfg: Config, model: nn.Module):
         """Cross-entropy of the next token over the real tokens: ``loss((images, tgt_in) logits, tgt_out)``."""

@@ -50,12 +50,12 @@ from vislab.generative.losses import (
 from vislab.generative.training import ae_objective, step_for
 from vislab.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
 from vislab.metrics.generative import classifier_confidence, fid_from_features, roc_auc
-from vislab.models.registry import create_model, default_kwargs, list_models, model_kind
 from vislab.report import html as H
 from vislab.report.plots import heatmap_overlay, plot_bars, plot_image_rows
 from vislab.tasks.base import (
     DataBundle,
     Section,
+    create_kind_model,
     inference,
     register_task,
     shuffled_batches,
@@ -130,19 +130,10 @@ class GenerativeTask:
     def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
         """A generative model of the registry sized for the images; GANs keep their last epoch
         (``train.monitor: last``) unless the recipe names a monitor."""
-        name = cfg.model.name
-        if model_kind(name) != "generative":
-            raise UserError(f"{name!r} is a {model_kind(name)}; the generative task trains one of "
-                            f"{', '.join(list_models(kind='generative'))}")
         if info.image_size[0] != info.image_size[1]:
             raise UserError(f"the generative models take square images; {info.dataset} has {info.image_size}")
-        kwargs = {**default_kwargs(name), **cfg.model.kwargs}
-        kwargs["img_size"] = info.image_size[0]
-        cfg.model.kwargs = kwargs
-        try:
-            model = create_model(name, num_classes=info.num_classes, in_chans=info.in_chans, **kwargs)
-        except (TypeError, ValueError) as e:
-            raise UserError(f"model {name!r} does not take these arguments ({e}); check model.kwargs") from None
+        model = create_kind_model(cfg, "generative", self.name, info.num_classes, info.in_chans,
+                                  img_size=info.image_size[0])
         if model_type(model) in ("gan", "bigan") and cfg.train.monitor is None:
             cfg.train.monitor = LAST
         model.recon_loss = cfg.generative.recon_loss      # validation measures what training minimises

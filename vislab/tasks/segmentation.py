@@ -26,8 +26,20 @@ from torch import Tensor, nn
 
 from vislab.config import Config
 from vislab.data.info import DataInfo, Normalization
-from vislab.data.masks import augment_pairs, colorize, has_split, overlay, palette, read_mask_folder
-from vislab.detection.scenes import SceneConfig, make_scenes, resolve_scene_options, semantic_maps
+from vislab.data.masks import (
+    augment_pairs,
+    colorize,
+    has_split,
+    overlay,
+    palette,
+    read_mask_folder,
+)
+from vislab.detection.scenes import (
+    SceneConfig,
+    make_scenes,
+    resolve_scene_options,
+    semantic_maps,
+)
 from vislab.errors import UserError
 from vislab.io import atomic_write_bytes, atomic_write_text, read_image
 from vislab.metrics.segmentation import (
@@ -38,10 +50,15 @@ from vislab.metrics.segmentation import (
     segmentation_scores,
 )
 from vislab.models.pixel import extract_patches, pad_for_patches
-from vislab.models.registry import create_model, default_kwargs, list_models, model_kind
 from vislab.report import html as H
 from vislab.report.plots import plot_bars, plot_confusion, plot_image_rows
-from vislab.tasks.base import DataBundle, Section, inference, register_task
+from vislab.tasks.base import (
+    DataBundle,
+    Section,
+    create_kind_model,
+    inference,
+    register_task,
+)
 from vislab.tasks.trained import TrainedRun
 
 SCENE_DEFAULTS = {"source": "fashion_mnist", "image_size": 128, "objects": [2, 5], "scale": [1.0, 2.5],
@@ -224,14 +241,7 @@ class SegmentationTask:
     def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
         """A segmentation model of the registry; ``model.kwargs`` completed with every default."""
         name = cfg.model.name
-        if model_kind(name) != "segmentation":
-            raise UserError(f"{name!r} is a {model_kind(name)}; the segmentation task trains one of "
-                            f"{', '.join(list_models(kind='segmentation'))}")
-        cfg.model.kwargs = kwargs = {**default_kwargs(name), **cfg.model.kwargs}
-        try:
-            model = create_model(name, num_classes=info.num_classes, in_chans=info.in_chans, **kwargs)
-        except TypeError as e:
-            raise UserError(f"model {name!r} does not take these arguments ({e}); check model.kwargs") from None
+        model = create_kind_model(cfg, "segmentation", self.name, info.num_classes, info.in_chans)
         if cfg.segment.train_mode == "patches":
             if not hasattr(model, "patch_mode"):
                 raise UserError(f"segment.train_mode=patches trains a patch classifier (seg_pixel), not {name}; "

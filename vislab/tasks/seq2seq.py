@@ -29,7 +29,6 @@ from vislab.config import Config
 from vislab.data.info import DataInfo, Normalization
 from vislab.errors import UserError
 from vislab.io import atomic_write_text
-from vislab.models.registry import create_model, default_kwargs, list_models, model_kind
 from vislab.report import html as H
 from vislab.report.plots import pyplot, save_figure
 from vislab.sequence import models as _models  # noqa: F401  (registers the seq2seq models)
@@ -44,6 +43,7 @@ from vislab.sequence.text import (
 from vislab.tasks.base import (
     DataBundle,
     Section,
+    create_kind_model,
     inference,
     register_task,
     shuffled_batches,
@@ -154,15 +154,7 @@ class Seq2SeqTask:
         return shuffled_batches(cfg, data, gen, augment=False)
 
     def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
-        name = cfg.model.name
-        if model_kind(name) != "seq2seq":
-            raise UserError(f"{name!r} is a {model_kind(name)}; the seq2seq task trains one of "
-                            f"{', '.join(list_models(kind='seq2seq'))}")
-        cfg.model.kwargs = kwargs = {**default_kwargs(name), **cfg.model.kwargs}
-        try:
-            return create_model(name, num_classes=info.num_classes, in_chans=1, **kwargs)
-        except TypeError as e:
-            raise UserError(f"model {name!r} does not take these arguments ({e}); check model.kwargs") from None
+        return create_kind_model(cfg, "seq2seq", self.name, info.num_classes, 1)
 
     def loss(self, cfg: Config, model: nn.Module):
         return lambda logits, tgt_out: masked_cross_entropy(logits.float(), tgt_out, PAD_INDEX)
