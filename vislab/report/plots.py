@@ -208,3 +208,17 @@ def plot_image_rows(rows: list[list[np.ndarray]], titles: list[list[str]], path:
     for j, t in enumerate(col_titles):
         axes[0, j].set_title(f"{t}\n{axes[0, j].get_title()}", fontsize=8)
     return save_figure(fig, path)
+
+
+def save_image_grid(images, path: str, nrow: int = 8) -> str:
+    """Images ``(N, C, H, W)`` (a tensor on ``[0, 1]``) as one PNG grid, ``nrow`` per row with
+    2-pixel white borders (torchvision's ``make_grid``), written atomically."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr[..., 0] if images.shape[1] == 1 else arr).save(buf, format="PNG")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

@@ -48,10 +48,15 @@ from vislab.generative.losses import (
     vae_loss,
 )
 from vislab.generative.training import ae_objective, step_for
-from vislab.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+from vislab.io import atomic_torch_save, atomic_write_text
 from vislab.metrics.generative import classifier_confidence, fid_from_features, roc_auc
 from vislab.report import html as H
-from vislab.report.plots import heatmap_overlay, plot_bars, plot_image_rows
+from vislab.report.plots import (
+    heatmap_overlay,
+    plot_bars,
+    plot_image_rows,
+    save_image_grid,
+)
 from vislab.tasks.base import (
     DataBundle,
     Section,
@@ -506,21 +511,6 @@ class SampleGridHook(Hook):
         save_image_grid(imgs, os.path.join(self.out_dir, f"epoch_{t.epoch + 1:03d}.png"))
 
 
-def save_image_grid(images: Tensor, path: str, nrow: int = 8) -> str:
-    """Images on ``[0, 1]`` as one PNG grid (written atomically)."""
-    import io
-
-    from PIL import Image
-    from torchvision.utils import make_grid
-    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
-    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr[..., 0] if images.shape[1] == 1 else arr).save(buf, format="PNG")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
 def _rgb(img: Tensor) -> np.ndarray:
     a = (img.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     return np.repeat(a[0][..., None], 3, 2) if a.shape[0] == 1 else a.transpose(1, 2, 0)
@@ -565,5 +555,4 @@ def _summary(ev: dict, info: DataInfo) -> list[str]:
 
 register_task(GenerativeTask())
 
-__all__ = ["FeatureExtractor", "GenerativeTask", "SampleGridHook", "anomaly_scores", "default_feature_run",
-           "save_image_grid"]
+__all__ = ["FeatureExtractor", "GenerativeTask", "SampleGridHook", "anomaly_scores", "default_feature_run"]

@@ -37,10 +37,9 @@ from vislab.engine.trainer import Trainer, set_determinism
 from vislab.errors import UserError
 from vislab.io import atomic_write_text, resolve_device
 from vislab.report import html as H
-from vislab.report.plots import plot_curves
+from vislab.report.plots import plot_curves, save_image_grid
 from vislab.tasks.base import Section, get_task
 from vislab.tasks.export import predict_onnx
-from vislab.tasks.generative import save_image_grid
 from vislab.tasks.rundir import CONFIG, LAST, default_run_dir, open_run_dir
 from vislab.tasks.trained import TrainedRun, load_run
 from vislab.tasks.transfer import apply_transfer
