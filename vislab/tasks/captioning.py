@@ -156,6 +156,22 @@ def caption_step(t, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     return {"loss": loss.detach(), "token_acc": acc}
 
 
+def teacher_forced_counts(model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
+                          amp_dtype: torch.dtype | None = None) -> tuple[float, int, int]:
+    """Summed negative log-likelihood, number of real tokens and of correctly predicted ones of
+    captions ``y`` (``tokens <eos> <pad>..``, one per image) under teacher forcing."""
+    nll, tokens, correct = 0.0, 0, 0
+    with inference(model, amp_dtype):
+        for i in range(0, len(x), batch_size):
+            tgt_in, tgt_out = teacher_forcing(y[i:i + batch_size])
+            logits = model(x[i:i + batch_size], tgt_in).float()
+            real = tgt_out != PAD_INDEX
+            nll += float(masked_cross_entropy(logits, tgt_out, PAD_INDEX)) * int(real.sum())
+            tokens += int(real.sum())
+            correct += int(((logits.argmax(-1) == tgt_out) & real).sum())
+    return nll, tokens, correct
+
+
 def vocab_of(info: DataInfo) -> Vocab:
     return Vocab.from_dict({"itos": list(info.classes)})
 
@@ -248,15 +264,7 @@ class CaptioningTask:
         """Teacher-forced loss and token accuracy on the validation scenes' first captions, and
         greedy BLEU-4 against all their captions."""
         x, y = loader.images, loader.labels
-        nll = tokens = correct = 0.0
-        with inference(model, amp_dtype):
-            for i in range(0, len(x), loader.batch_size):
-                tgt_in, tgt_out = teacher_forcing(y[i:i + loader.batch_size, 0])
-                logits = model(x[i:i + loader.batch_size], tgt_in).float()
-                real = tgt_out != PAD_INDEX
-                nll += float(masked_cross_entropy(logits, tgt_out, PAD_INDEX)) * int(real.sum())
-                tokens += int(real.sum())
-                correct += int(((logits.argmax(-1) == tgt_out) & real).sum())
+        nll, tokens, correct = teacher_forced_counts(model, x, y[:, 0], loader.batch_size, amp_dtype)
         hyps, _ = decode_captions(model, x, 1, loader.batch_size)
         refs = [[_strip(r) for r in per.tolist()] for per in y.cpu()]
         scores = bleu_scores(hyps, refs, 4)
@@ -299,20 +307,13 @@ class CaptioningTask:
     def _teacher_forced(self, model: nn.Module, x: Tensor, refs: list[list[list[int]]], vocab: Vocab,
                         batch_size: int) -> dict:
         """Perplexity and token accuracy of the model on every reference caption of the test set."""
-        k = max(len(r) for r in refs)
         nll = tokens = correct = 0.0
-        with inference(model):
-            for j in range(k):
-                seqs = [r[j % len(r)] + [EOS_INDEX] for r in refs]
-                width = max(map(len, seqs))
-                y = torch.tensor([s + [PAD_INDEX] * (width - len(s)) for s in seqs], device=x.device)
-                for i in range(0, len(x), batch_size):
-                    tgt_in, tgt_out = teacher_forcing(y[i:i + batch_size])
-                    logits = model(x[i:i + batch_size], tgt_in).float()
-                    real = tgt_out != PAD_INDEX
-                    nll += float(masked_cross_entropy(logits, tgt_out, PAD_INDEX)) * int(real.sum())
-                    tokens += int(real.sum())
-                    correct += int(((logits.argmax(-1) == tgt_out) & real).sum())
+        for j in range(max(len(r) for r in refs)):
+            seqs = [r[j % len(r)] + [EOS_INDEX] for r in refs]
+            width = max(map(len, seqs))
+            y = torch.tensor([s + [PAD_INDEX] * (width - len(s)) for s in seqs], device=x.device)
+            counts = teacher_forced_counts(model, x, y, batch_size)
+            nll, tokens, correct = nll + counts[0], tokens + counts[1], correct + counts[2]
         return {"perplexity": perplexity(nll, int(tokens)), "token_acc": correct / tokens}
 
     def _plot_examples(self, run: TrainedRun, images: Tensor, x: Tensor, vocab: Vocab, path: str) -> str:
