@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -143,17 +144,24 @@ class CaptionLoader:
             yield self.x[idx], self.y[idx, pick[idx]]
 
 
-def caption_step(t, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Teacher forcing: the decoder reads ``<sos> y_1 .. y_n`` and predicts ``y_1 .. y_n <eos>``."""
-    tgt_in, tgt_out = teacher_forcing(y)
-    with t.autocast():
-        logits = t.model(x, tgt_in).float()
-        loss = masked_cross_entropy(logits, tgt_out, PAD_INDEX)
-    t.optimize(loss)
-    with torch.no_grad():
-        real = tgt_out != PAD_INDEX
-        acc = ((logits.argmax(-1) == tgt_out) & real).sum() / real.sum()
-    return {"loss": loss.detach(), "token_acc": acc}
+def teacher_forced_step(forward: Callable[[nn.Module, Tensor, Tensor], Tensor]):
+    """The trainer's ``step_fn`` for a decoder trained with teacher forcing: it reads
+    ``<sos> y_1 .. y_n`` and predicts ``y_1 .. y_n <eos>`` (padding not counted);
+    ``forward(model, x, tgt_in) -> logits`` feeds the model its source (an image, a sequence)."""
+    def step(t, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        tgt_in, tgt_out = teacher_forcing(y)
+        with t.autocast():
+            logits = forward(t.model, x, tgt_in).float()
+            loss = masked_cross_entropy(logits, tgt_out, PAD_INDEX)
+        t.optimize(loss)
+        with torch.no_grad():
+            real = tgt_out != PAD_INDEX
+            acc = ((logits.argmax(-1) == tgt_out) & real).sum() / real.sum()
+        return {"loss": loss.detach(), "token_acc": acc}
+    return step
+
+
+caption_step = teacher_forced_step(lambda model, x, tgt_in: model(x, tgt_in))
 
 
 def teacher_forced_counts(model: nn.Module, x: Tensor, y: Tensor, batch_size: int,

@@ -48,7 +48,7 @@ from vislab.tasks.base import (
     register_task,
     shuffled_batches,
 )
-from vislab.tasks.captioning import teacher_forcing
+from vislab.tasks.captioning import teacher_forced_step
 from vislab.tasks.trained import TrainedRun
 
 DEFAULTS = {"op": "reverse", "symbols": 20, "min_len": 2, "max_len": 30, "train": 20000, "val": 500,
@@ -97,17 +97,12 @@ def trim(src: Tensor) -> Tensor:
     return src[:, :int(lengths_of(src).max())]
 
 
-def seq2seq_step(t, src: Tensor, y: Tensor) -> dict[str, Tensor]:
+def _forward(model: nn.Module, src: Tensor, tgt_in: Tensor) -> Tensor:
     src = trim(src)
-    tgt_in, tgt_out = teacher_forcing(y)
-    with t.autocast():
-        logits = t.model(src, lengths_of(src), tgt_in).float()
-        loss = masked_cross_entropy(logits, tgt_out, PAD_INDEX)
-    t.optimize(loss)
-    with torch.no_grad():
-        real = tgt_out != PAD_INDEX
-        acc = ((logits.argmax(-1) == tgt_out) & real).sum() / real.sum()
-    return {"loss": loss.detach(), "token_acc": acc}
+    return model(src, lengths_of(src), tgt_in)
+
+
+seq2seq_step = teacher_forced_step(_forward)
 
 
 def decode(model: nn.Module, src: Tensor, max_len: int, batch_size: int = 512) -> list[list[int]]:
