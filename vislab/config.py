@@ -91,6 +91,7 @@ class TrainConfig:
     channels_last: bool = True       # faster convolutions on CPU (oneDNN) and CUDA
     aux_weight: float | None = None      # auxiliary-classifier loss weight (None: the model's own)
     freeze: str = "none"                 # none | backbone (train only the head: linear probe)
+    sync_bn: bool = False                # several processes on CUDA: SyncBatchNorm (statistics over the global batch)
 
 
 @dataclass
@@ -144,6 +145,8 @@ class CaptionConfig:
     min_freq: int = 1                    # words seen fewer times in the training captions become <unk>
     beams: list[int] = field(default_factory=lambda: [3, 5])   # beam widths evaluated beside greedy decoding
     length_penalty: float = 0.7          # beam search ranks log p / length**alpha (0: no normalisation: short captions win)
+    word2vec: str = "none"               # none | skipgram | cbow: the word table starts from word2vec on the training captions
+    word2vec_epochs: int = 5             # epochs of that word2vec (vislab.sequence.word2vec.train_word2vec)
 
 
 @dataclass
@@ -179,10 +182,12 @@ _CHOICES = {
     "generative.latent_reg": ("none", "l1", "denoise"),
     "generative.generator_loss": ("non_saturating", "saturating"),
     "generative.latent_prior": ("full", "diagonal", "standard"),
+    "caption.word2vec": ("none", "skipgram", "cbow"),
 }
 _POSITIVE = ("train.epochs", "train.batch_size", "train.eval_batch_size", "optim.lr", "optim.backbone_lr_scale",
              "metric.classes_per_batch", "metric.images_per_class", "segment.crop", "segment.patches_per_image",
-             "generative.d_steps", "generative.eval_samples", "caption.min_freq")
+             "generative.d_steps", "generative.eval_samples", "caption.min_freq",
+             "caption.word2vec_epochs")
 
 
 def _plain(d: Any) -> Any:

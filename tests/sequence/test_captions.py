@@ -368,3 +368,16 @@ def test_make_scenes_refuses_zero_captions(tmp_path, run_cli):
     code, _, err = run_cli("data", "make-scenes", tmp_path / "d", "--train", "1", "--val", "0", "--test", "0",
                            "--captions", "--captions-per-image", "0")
     assert code == 2 and "--captions-per-image 0" in err and not (tmp_path / "d").exists()
+
+
+def test_caption_word_groups_and_analogies_of_fashion_mnist():
+    from vislab.sequence.captions import caption_analogies, caption_word_groups
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    groups = caption_word_groups(names)
+    assert groups["noun"][:2] == ["t-shirt", "pair"] and groups["noun"][-1] == "boot"
+    assert groups["plural"][:2] == ["t-shirts", "pairs"] and groups["plural"][-1] == "boots"
+    qs = caption_analogies(names)
+    assert ("left", "right", "top", "bottom") in qs["opposite"] and ("bottom", "top", "left", "right") in qs["opposite"]
+    assert len(set(qs["opposite"])) == 8
+    assert len(qs["plural"]) == 10 * 9 and ("bag", "bags", "coat", "coats") in qs["plural"]
+    assert all(a != c for a, _, c, _ in qs["plural"])

@@ -1,7 +1,8 @@
 """vislab.sequence.word2vec: the skip-gram pairs and CBOW windows against loops, the SGNS loss
 against the paper's formula written out sample by sample, the noise distribution against
-counts ** 0.75 from many draws, cosine queries against torch's cosine_similarity, and training
-on a corpus of two word groups that never share a sentence."""
+counts ** 0.75 from many draws, cosine queries against torch's cosine_similarity, the analogy
+and neighbour scores on vectors built by hand, training on a corpus of two word groups that never
+share a sentence, and the copy of vectors into a model's word table."""
 
 import math
 from collections import Counter
@@ -14,9 +15,14 @@ from vislab.errors import UserError
 from vislab.sequence.word2vec import (
     Word2Vec,
     analogy,
+    analogy_accuracy,
     cbow_examples,
+    load_into_embedding,
+    load_word_vectors,
     nearest,
+    neighbour_agreement,
     sample_negatives,
+    save_word_vectors,
     sgns_loss,
     skipgram_pairs,
     subsample_keep_prob,
@@ -187,6 +193,26 @@ def test_analogy_excludes_the_inputs():
         analogy(emb, a, b, c, k=28)
 
 
+def test_analogy_accuracy_by_construction():
+    emb = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    # man : king :: woman : queen is right; king : man :: queen : crown is wrong (the answer is woman)
+    assert analogy_accuracy(emb, [(0, 1, 2, 3)]) == 1.0
+    assert analogy_accuracy(emb, [(0, 1, 2, 3), (1, 0, 3, 4)]) == 0.5
+    with pytest.raises(UserError):
+        analogy_accuracy(emb, [])
+
+
+def test_neighbour_agreement_by_hand():
+    # two tight clusters {0, 1} and {2, 3}, and word 4 nearest to 0 though grouped with 2 and 3
+    emb = torch.tensor([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99], [0.95, 0.3]])
+    assert neighbour_agreement(emb, [[0, 1], [2, 3]]) == 1.0
+    # angles 0°, 5.7°, 90°, 84.2°, 17.5°: 4's nearest is 1 (11.8° away), outside its group; 4 of 5
+    assert neighbour_agreement(emb, [[0, 1], [2, 3, 4]]) == pytest.approx(4 / 5)
+    assert neighbour_agreement(emb, [[0, 1], [2]]) == 1.0         # a group of one is skipped
+    with pytest.raises(UserError):
+        neighbour_agreement(emb, [[0], [2]])
+
+
 # --- training ----------------------------------------------------------------------------------
 
 THE, AND = 0, 1
@@ -226,6 +252,37 @@ def test_training_is_reproducible():
     assert not torch.equal(a.embeddings, c.embeddings)
     _, hist_d = train_word2vec(corpus, **{**kw, "negatives": 0})     # full softmax
     assert all(math.isfinite(x) for x in hist_d)
+
+
+def test_load_into_embedding_keeps_directions_and_the_tables_spread():
+    table = torch.nn.Embedding(6, 4, padding_idx=0)
+    before = table.weight.detach().clone()
+    vectors = randn(6, 4, seed=9).float() * 0.01
+    rows = [2, 3, 5]
+    load_into_embedding(table.weight, vectors, rows)
+    after = table.weight.detach()
+    torch.testing.assert_close(F.cosine_similarity(after[rows], vectors[rows], dim=1), torch.ones(3))
+    ratio = after[rows] / vectors[rows]                      # one scale for every copied row
+    torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio[0, 0])))
+    assert float(after[rows].std()) == pytest.approx(float(before[rows].std()), rel=1e-5)
+    assert torch.equal(after[[0, 1, 4]], before[[0, 1, 4]])  # <pad> and unseen rows untouched
+    with pytest.raises(UserError):
+        load_into_embedding(table.weight, randn(6, 5), rows)
+
+
+def test_word_vectors_round_trip(tmp_path):
+    path = tmp_path / "v.pt"
+    vectors = randn(3, 4).float()
+    save_word_vectors(str(path), ["a", "b", "c"], vectors, mode="cbow")
+    words, back, meta = load_word_vectors(str(path))
+    assert words == ["a", "b", "c"] and torch.equal(back, vectors) and meta == {"mode": "cbow"}
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    for bad in (tmp_path / "bad.pt", tmp_path / "missing.pt"):
+        with pytest.raises(UserError):
+            load_word_vectors(str(bad))
+    torch.save({"words": ["a"], "vectors": randn(2, 4)}, tmp_path / "mismatch.pt")
+    with pytest.raises(UserError):
+        load_word_vectors(str(tmp_path / "mismatch.pt"))
 
 
 def test_errors():

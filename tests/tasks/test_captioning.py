@@ -135,3 +135,44 @@ def test_caption_folder_from_make_scenes(run_cli, tmp_path):
 def test_wrong_model_kind_is_refused(run_cli, tmp_path):
     code, _, err = run_cli("train", "caption_lstm", "--run-dir", tmp_path / "r", "--set", "model.name=small_cnn")
     assert code == 2 and "captioning task trains one of" in err
+
+
+def test_word2vec_initialises_the_word_table():
+    import torch.nn.functional as F
+
+    from vislab.config import load_config
+    from vislab.tasks import get_task
+    from vislab.tasks.captioning import caption_sentences, caption_word2vec
+    overrides = [TINY[i + 1] for i in range(0, len(TINY) - 1, 2) if TINY[i] == "--set"]
+    cfg = load_config("caption_lstm", [*overrides, "caption.word2vec=cbow", "caption.word2vec_epochs=2"])
+    task = get_task("captioning")
+    data = task.build_data(cfg, torch.device("cpu"))
+    model = task.build_model(cfg, data.info)
+    before = model.embed.weight.detach().clone()
+    logs = []
+    task.init_model(cfg, model, data, logs.append)
+    table = model.embed.weight.detach()
+    w2v, _ = caption_word2vec(data.train_y, *table.shape, "cbow", 2, seed=cfg.seed)    # the same draws
+    seen = sorted({t for s in caption_sentences(data.train_y) for t in s})
+    torch.testing.assert_close(F.cosine_similarity(table[seen], w2v.embeddings[seen], dim=1), torch.ones(len(seen)))
+    unseen = [i for i in range(len(table)) if i not in seen]
+    assert unseen[:4] == [0, 1, 2, 3] and torch.equal(table[unseen], before[unseen])   # the specials
+    assert "cbow word2vec" in logs[0]
+
+
+def test_train_with_word2vec_and_the_word2vec_command(run_cli, tmp_path):
+    code, out, err = run_cli("train", "caption_transformer", "--run-dir", tmp_path / "run", *TINY,
+                             "--set", "train.epochs=1", "--set", "caption.word2vec=skipgram",
+                             "--set", "model.kwargs={backbone_kwargs: {widths: [8, 8, 16]}}")
+    assert code == 0 and "word table initialised from skipgram word2vec" in out + err, err
+    vectors = tmp_path / "w2v.pt"
+    code, out, err = run_cli("word2vec", "--set", TINY[1], "--epochs", "2", "--dim", "8", "--out", vectors,
+                             "--analogy", "left", "right", "top")
+    assert code == 0, err
+    assert "nearest left" in out and "left : right :: top :" in out and "analogy top-1 accuracy" in out
+    code, out, err = run_cli("word2vec", "--load", vectors, "--nearest", "bag", "-k", "2")
+    assert code == 0 and out.count("nearest") == 2 and "<pad>" not in out      # the specials are not saved
+    code, _, err = run_cli("word2vec", "--load", vectors, "--nearest", "red")
+    assert code == 2 and "'red' is not in the vocabulary" in err
+    code, _, err = run_cli("word2vec", "quick")
+    assert code == 2 and "captioning recipe" in err

@@ -24,6 +24,7 @@ _EXTENSIONS = (
     "vislab.cli.viola_jones",
     "vislab.cli.export",
     "vislab.cli.metric",
+    "vislab.cli.sequence",
 )
 
 
@@ -51,10 +52,12 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)      # as given (train --nproc relaunches it)
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"vislab {args.command}: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":      # of several processes, process 0 says it once
+            print(f"vislab {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vislab: interrupted", file=sys.stderr)

@@ -28,6 +28,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels: bit-identical reruns and resumes")
     p.add_argument("--folds", type=int, help="k-fold cross-validation of the recipe on the training set")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N local processes (DistributedDataParallel, started by torchrun's launcher; "
+                        "gloo on CPU, NCCL on CUDA). For several machines run torchrun yourself: "
+                        "torchrun --nnodes M --nproc-per-node N --rdzv-endpoint HOST:PORT -m vislab train ...")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run on the test set (writes RUN_DIR/eval.json)")
@@ -101,17 +105,52 @@ def _train(args: argparse.Namespace) -> int:
         cfg = resume_config(args.run_dir, overrides)
     else:
         cfg = load_config(args.config, overrides)
+    if args.nproc != 1:
+        return _launch(args, cfg)
     progress = not args.no_progress
     if args.folds:
         out = runner.cross_validate(cfg, args.folds, args.run_dir, progress=progress)
         print(f"{args.folds}-fold cross-validation: {out['monitor']} {out['mean']:.4f} ± {out['std']:.4f}")
         return 0
     res = runner.train(cfg, args.run_dir, resume=args.resume, fresh=args.fresh, progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:       # one of several processes: process 0 says it
+        return 0
     print(f"run directory: {res.run_dir}")
     best = (f"best.pt: the last epoch ({res.best['epoch']})" if res.best["monitor"] == "last"
             else f"best {res.best['monitor']} {res.best['value']:.4f} (epoch {res.best['epoch']})")
     print(f"{best}, training time {res.train_time_s:.1f}s")
     return 0
+
+
+def _launch(args: argparse.Namespace, cfg) -> int:
+    """``vislab train ... --nproc N``: the same command in N processes through torchrun's
+    launcher (``torch.distributed.launcher``, a local rendezvous on a free port), after the
+    mistakes that can be seen from here (config, run directory) are refused in one line."""
+    from vislab.engine import distributed
+    from vislab.io import resolve_device
+    from vislab.tasks.rundir import check_run_dir
+    if distributed.launched():
+        raise UserError("--nproc starts the processes itself; under torchrun drop it (torchrun's --nproc-per-node "
+                        "says how many)")
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.folds:
+        raise UserError("--folds trains its folds one after the other in one process; drop --nproc")
+    distributed.check_batch_for(cfg.train.batch_size, args.nproc)
+    if cfg.train.sync_bn:
+        distributed.check_sync_bn(resolve_device(cfg.device))
+    if args.run_dir:
+        check_run_dir(args.run_dir, args.resume, args.fresh)
+    rest, skip = [], False
+    for a in args.argv:
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        rest.append(a)
+    return distributed.launch(args.nproc, ["-m", "vislab", *rest])
 
 
 def _evaluate(args: argparse.Namespace) -> int:

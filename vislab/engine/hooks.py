@@ -19,6 +19,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from vislab.engine import distributed
 from vislab.errors import UserError
 from vislab.io import atomic_torch_save, atomic_write_text
 
@@ -74,14 +75,16 @@ class EMAHook(Hook):
 
 class EvalHook(Hook):
     """Validation metrics after every epoch, by the task's ``validate(model, loader)`` (on the
-    EMA weights when there are some)."""
+    EMA weights when there are some).  With several processes, process 0 validates on the whole
+    set and sends the metrics to the others."""
 
     def __init__(self, loader, validate, ema: EMAHook | None = None) -> None:
         self.loader, self.validate, self.ema = loader, validate, ema
 
     def after_epoch(self, t: Trainer) -> None:
         model = self.ema.ema.module if self.ema else t.model
-        t.epoch_metrics.update(self.validate(model, self.loader, t.amp_dtype))
+        metrics = self.validate(model, self.loader, t.amp_dtype) if distributed.rank() == 0 else None
+        t.epoch_metrics.update(distributed.broadcast(metrics))
 
 
 LOWER_IS_BETTER = ("loss", "error", "fd")

@@ -63,7 +63,7 @@ import numpy as np
 from vislab.errors import UserError
 from vislab.io import atomic_write_text
 
-__all__ = ["LARGE_SIDE", "MAX_TOKENS", "SMALL_SIDE", "load_captions", "noun_forms", "scene_captions",
+__all__ = ["LARGE_SIDE", "MAX_TOKENS", "SMALL_SIDE", "caption_analogies", "caption_word_groups", "load_captions", "noun_forms", "scene_captions",
            "write_captions"]
 
 SMALL_SIDE = 0.2        # about the 17th percentile of Fashion-MNIST scene boxes (128 px, scale 1-2.5)
@@ -394,3 +394,37 @@ def load_captions(out_dir: str, split: str) -> dict[str, list[str]]:
             isinstance(v, list) and v and all(isinstance(c, str) for c in v) for v in captions.values()):
         raise UserError(f"{path} is not a mapping of image file names to lists of captions")
     return captions
+
+
+# ------------------------------------------------------------------ the vocabulary, for word2vec
+def _head_nouns(class_names: Sequence[str]) -> list[tuple[str, str]]:
+    """Each class's noun as one word, singular and plural: the word in which the two forms
+    differ ("pair" / "pairs" of trousers, "boot" / "boots" of the ankle boot)."""
+    heads = []
+    for name in class_names:
+        one, many = noun_forms(name)
+        diff = [(a, b) for a, b in zip(one.split(), many.split()) if a != b]
+        if len(diff) == 1 and len(one.split()) == len(many.split()):
+            heads.append(diff[0])
+    return heads
+
+
+def caption_word_groups(class_names: Sequence[str]) -> dict[str, list[str]]:
+    """The caption vocabulary's kinds of word: ``position`` (left, right, top, bottom, centre),
+    ``size`` (small, large), ``count`` (one, two, three), ``noun`` (one of each class) and
+    ``plural`` (several), for checking that word vectors put each word nearest its own kind."""
+    heads = _head_nouns(class_names)
+    return {"position": ["left", "right", "top", "bottom", "centre"], "size": ["small", "large"],
+            "count": ["one", "two", "three"], "noun": [a for a, _ in heads], "plural": [b for _, b in heads]}
+
+
+def caption_analogies(class_names: Sequence[str]) -> dict[str, list[tuple[str, str, str, str]]]:
+    """Analogy questions ``a : b :: c : d`` the captions can answer, by kind: ``opposite``
+    positions (left : right :: top : bottom, every direction: 8 questions) and ``plural`` (bag :
+    bags :: coat : coats, every ordered pair of classes with a one-word noun)."""
+    opposites = [("left", "right"), ("top", "bottom")]
+    pos = [(a, b, c, d) for (p, q) in itertools.permutations(opposites, 2)
+           for a, b in (p, p[::-1]) for c, d in (q, q[::-1])]
+    heads = _head_nouns(class_names)
+    plural = [(a, b, c, d) for (a, b), (c, d) in itertools.permutations(heads, 2)]
+    return {"opposite": pos, "plural": plural}

@@ -42,13 +42,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vislab.errors import UserError
+from vislab.io import atomic_torch_save
 
 __all__ = [
     "Word2Vec",
     "analogy",
+    "analogy_accuracy",
     "cbow_examples",
+    "load_into_embedding",
+    "load_word_vectors",
     "nearest",
+    "neighbour_agreement",
     "sample_negatives",
+    "save_word_vectors",
     "sgns_loss",
     "skipgram_pairs",
     "subsample_keep_prob",
@@ -298,3 +304,63 @@ def analogy(embeddings: Tensor, a: int, b: int, c: int, k: int = 1) -> tuple[Ten
     unit = _unit(embeddings)
     target = F.normalize(unit[b] - unit[a] + unit[c], dim=-1)
     return _top(unit @ target, [a, b, c], k)
+
+
+def analogy_accuracy(embeddings: Tensor, questions: Sequence[tuple[int, int, int, int]]) -> float:
+    """The fraction of analogy questions ``(a, b, c, d)`` whose top answer (:func:`analogy`) is
+    ``d`` (Mikolov et al.'s "exact match" accuracy)."""
+    if not questions:
+        raise UserError("no analogy questions: give (a, b, c, d) word ids")
+    hits = [int(analogy(embeddings, a, b, c)[0][0]) == d for a, b, c, d in questions]
+    return sum(hits) / len(hits)
+
+
+def neighbour_agreement(embeddings: Tensor, groups: Sequence[Sequence[int]]) -> float:
+    """The fraction of words of ``groups`` (lists of word ids, e.g. the positions, the sizes, the
+    nouns) whose nearest word by cosine (:func:`nearest`, over the whole vocabulary) lies in the
+    same group.  Groups of one word are skipped."""
+    words = [(w, set(g)) for g in groups if len(g) > 1 for w in g]
+    if not words:
+        raise UserError("no groups of two or more words to check")
+    return sum(int(nearest(embeddings, w, 1)[0][0]) in g for w, g in words) / len(words)
+
+
+def load_into_embedding(weight: Tensor, vectors: Tensor, rows: Sequence[int] | Tensor) -> None:
+    """Initialise an embedding table from word vectors: ``weight[rows] = vectors[rows]``, rescaled
+    so that the copied rows keep the standard deviation the table had (the scale the model's own
+    initialisation chose: ``N(0, 1)`` for ``nn.Embedding``, ``d^-1/2`` for the Transformer's).  The
+    directions, what word2vec learnt, are kept; rows not listed (``<pad>``, words word2vec never
+    saw) keep the model's initialisation.  ``weight (V, D)`` is changed in place."""
+    if weight.shape != vectors.shape:
+        raise UserError(f"word vectors of shape {tuple(vectors.shape)} do not fit the word table "
+                        f"{tuple(weight.shape)}: train word2vec with the captioner's embed_dim and vocabulary")
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    if not len(rows):
+        return
+    with torch.no_grad():
+        src = vectors.to(weight)[rows]
+        scale = weight[rows].std() / src.std().clamp_min(1e-12)
+        weight[rows] = src * scale
+
+
+def save_word_vectors(path: str, words: Sequence[str], vectors: Tensor, **meta) -> None:
+    """Write ``words`` and their ``vectors (V, D)`` (and ``meta``: how they were trained) to a
+    ``.pt`` file, atomically."""
+    if len(words) != len(vectors):
+        raise UserError(f"{len(words)} words but {len(vectors)} vectors")
+    atomic_torch_save({"words": list(words), "vectors": vectors.detach().float().cpu(), "meta": dict(meta)}, path)
+
+
+def load_word_vectors(path: str) -> tuple[list[str], Tensor, dict]:
+    """Read back :func:`save_word_vectors`' file: ``(words, vectors (V, D), meta)``."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; write word vectors with `vislab word2vec --out {path}`") from None
+    except Exception as e:  # noqa: BLE001  (torch raises many kinds for a file that is not its own)
+        raise UserError(f"{path} is not a word-vector file ({type(e).__name__}); write it again with "
+                        "`vislab word2vec --out FILE`") from None
+    if not (isinstance(obj, dict) and isinstance(obj.get("vectors"), Tensor) and isinstance(obj.get("words"), list)
+            and obj["vectors"].dim() == 2 and len(obj["words"]) == len(obj["vectors"])):
+        raise UserError(f"{path} is not a word-vector file of `vislab word2vec --out`; write it again")
+    return obj["words"], obj["vectors"], obj.get("meta", {})

@@ -61,7 +61,9 @@ class Task(Protocol):
     ``train_step(cfg, model) -> step_fn`` gives the trainer its ``step_fn`` (see
     :class:`vislab.engine.trainer.Trainer`: a GAN's alternating updates), and
     ``training_hooks(cfg, run_dir, info, device) -> [Hook]`` adds hooks to the run's own (a
-    GAN's sample grid after every epoch).
+    GAN's sample grid after every epoch).  ``init_model(cfg, model, data, log)`` initialises
+    part of a new run's model from its training data before the first step (a captioner's word
+    table from word2vec on the training captions); a resumed run skips it.
     """
     name: str
     augment: bool

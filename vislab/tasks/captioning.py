@@ -10,7 +10,9 @@ written by ``vislab data make-scenes OUT --captions`` (``data.name: caption_fold
 ``data.root: OUT``).  The vocabulary is built from the training captions (``caption.min_freq``)
 and saved with the run; every epoch pairs each training image with one of its captions at
 random.  The loss is the cross-entropy of the next token over the real tokens only (padding
-never counts: :func:`vislab.sequence.text.masked_cross_entropy`).
+never counts: :func:`vislab.sequence.text.masked_cross_entropy`).  With ``caption.word2vec``
+(skipgram or cbow) the word table starts from word2vec trained on the run's training captions
+(:meth:`CaptioningTask.init_model`); ``vislab word2vec`` trains and queries the same vectors.
 
 Evaluation (``eval.json``) on the test scenes, every caption of a scene a reference: corpus
 BLEU-1..4 (:func:`vislab.metrics.text.corpus_bleu`, NLTK's convention) for greedy decoding and
@@ -45,7 +47,7 @@ from vislab.metrics.text import bleu_scores, perplexity
 from vislab.report import html as H
 from vislab.report.plots import heatmap_overlay, plot_image_rows
 from vislab.sequence import models as _models  # noqa: F401  (registers the captioners)
-from vislab.sequence.captions import load_captions, scene_captions
+from vislab.sequence.captions import caption_analogies, caption_word_groups, load_captions, scene_captions
 from vislab.sequence.decode import beam_search, greedy_decode
 from vislab.sequence.text import (
     EOS_INDEX,
@@ -53,6 +55,13 @@ from vislab.sequence.text import (
     SOS_INDEX,
     Vocab,
     masked_cross_entropy,
+)
+from vislab.sequence.word2vec import (
+    Word2Vec,
+    analogy_accuracy,
+    load_into_embedding,
+    neighbour_agreement,
+    train_word2vec,
 )
 from vislab.tasks.base import (
     DataBundle,
@@ -100,6 +109,13 @@ def load_caption_split(cfg: Config, split: str, n: int | None = None) -> tuple[T
         return images, caps[:len(images)], list(scenes.categories)
     raise UserError(f"the captioning task reads data.name=scenes (generated) or caption_folder (a folder written by "
                     f"`vislab data make-scenes OUT --captions`), not {cfg.data.name!r}")
+
+
+def training_captions(cfg: Config) -> tuple[Tensor, list[list[str]], list[str], Vocab]:
+    """The training split (``data.limit_train`` scenes at most): uint8 images, captions, class
+    names, and the vocabulary of its captions (``caption.min_freq``)."""
+    tx, tcaps, classes = load_caption_split(cfg, "train", cfg.data.limit_train)
+    return tx, tcaps, classes, Vocab.build([c.split() for per in tcaps for c in per], cfg.caption.min_freq)
 
 
 def encode_captions(caps: list[list[str]], vocab: Vocab) -> Tensor:
@@ -227,6 +243,36 @@ def _greedy_with_attention(model: nn.Module, x: Tensor) -> tuple[list[int], Tens
     return tokens, torch.stack(weights) if weights else None
 
 
+def caption_sentences(y: Tensor) -> list[list[int]]:
+    """Encoded captions ``(N, K, L)`` (:func:`encode_captions`) as token-id sentences, without
+    ``<eos>`` and padding: the corpus word2vec learns from."""
+    return [[t for t in row if t not in (PAD_INDEX, EOS_INDEX)] for row in y.reshape(-1, y.shape[-1]).tolist()]
+
+
+def caption_word2vec(y: Tensor, vocab_size: int, dim: int, mode: str = "skipgram", epochs: int = 5,
+                     window: int = 2, negatives: int = 5, seed: int = 0,
+                     device: torch.device | str | None = None) -> tuple[Word2Vec, list[float]]:
+    """Word2vec (:func:`vislab.sequence.word2vec.train_word2vec`) on the captions ``y (N, K, L)``,
+    every caption a sentence (no window crosses two)."""
+    return train_word2vec(caption_sentences(y.cpu()), vocab_size, dim, window, negatives, epochs,
+                          mode=mode, batch_size=1024, seed=seed, device=device)
+
+
+def word_vector_report(vectors: Tensor, words: list[str], class_names: list[str]) -> dict:
+    """How word vectors of the caption vocabulary are arranged: the fraction of position, size,
+    count, noun and plural words whose nearest word is of the same kind, and the top-1 accuracy
+    of the caption analogies by kind (left : right :: top : bottom; bag : bags :: coat : coats),
+    questions with a word outside the vocabulary left out."""
+    ids = {w: i for i, w in enumerate(words)}
+    groups = {k: [ids[w] for w in g if w in ids] for k, g in caption_word_groups(class_names).items()}
+    out = {"agreement": neighbour_agreement(vectors, list(groups.values())), "analogy": {}}
+    for kind, qs in caption_analogies(class_names).items():
+        known = [tuple(ids[w] for w in q) for q in qs if all(w in ids for w in q)]
+        if known:
+            out["analogy"][kind] = {"accuracy": analogy_accuracy(vectors, known), "questions": len(known)}
+    return out
+
+
 class CaptioningTask:
     name = "captioning"
     augment = False
@@ -235,9 +281,8 @@ class CaptioningTask:
     def build_data(self, cfg: Config, device: torch.device, val_indices: np.ndarray | None = None) -> DataBundle:
         if val_indices is not None:
             raise UserError("cross-validation (--folds) is for classification recipes; captioning has its own val split")
-        tx, tcaps, classes = load_caption_split(cfg, "train", cfg.data.limit_train)
+        tx, tcaps, classes, vocab = training_captions(cfg)
         vx, vcaps, _ = load_caption_split(cfg, "val")
-        vocab = Vocab.build([c.split() for per in tcaps for c in per], cfg.caption.min_freq)
         x = tx.float() / 255
         norm = Normalization(tuple(x.mean((0, 2, 3)).tolist()), tuple(max(s, 1e-6) for s in x.std((0, 2, 3)).tolist()))
         extra = {"scene_classes": classes}
@@ -257,6 +302,21 @@ class CaptioningTask:
         """A captioner of the registry; its vocabulary is the run's (``info.classes``)."""
         return create_kind_model(cfg, "captioning", self.name, info.num_classes, info.in_chans,
                                  img_size=info.image_size[0])
+
+    def init_model(self, cfg: Config, model: nn.Module, data: DataBundle, log) -> None:
+        """With ``caption.word2vec`` (skipgram or cbow): the word table ``model.embed`` starts from
+        word2vec trained on this run's training captions, vectors of the table's width rescaled
+        to its initial spread (:func:`vislab.sequence.word2vec.load_into_embedding`)."""
+        if cfg.caption.word2vec == "none":
+            return
+        table = model.embed.weight
+        w2v, history = caption_word2vec(data.train_y, table.shape[0], table.shape[1], cfg.caption.word2vec,
+                                        cfg.caption.word2vec_epochs, seed=cfg.seed, device=table.device)
+        seen = torch.unique(torch.tensor([t for s in caption_sentences(data.train_y) for t in s]))
+        load_into_embedding(table, w2v.embeddings, seen)
+        log(f"word table initialised from {cfg.caption.word2vec} word2vec on the training captions "
+            f"({len(seen)} words, {table.shape[1]} dimensions, {cfg.caption.word2vec_epochs} epochs, "
+            f"loss {history[0]:.3f} -> {history[-1]:.3f})")
 
     def loss(self, cfg: Config, model: nn.Module):
         """Cross-entropy of the next token over the real tokens: ``loss((images, tgt_in) logits, tgt_out)``."""

@@ -52,22 +52,31 @@ def default_run_dir(cfg: Config) -> str:
     return os.path.join("runs", f"{cfg.model.name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def check_run_dir(run_dir: str, resume: bool = False, fresh: bool = False) -> None:
+    """The mistakes :func:`open_run_dir` refuses, seen without taking the lock (``--nproc``
+    checks them before starting its processes; the process that trains checks again under the lock)."""
+    if resume and not os.path.exists(os.path.join(run_dir, LAST)):
+        raise UserError(f"nothing to resume in {run_dir} (no {LAST}); drop --resume to start a new "
+                        "run there")
+    if not resume and not fresh and os.path.exists(os.path.join(run_dir, CONFIG)):
+        raise UserError(f"{run_dir} already holds a run; use --resume to continue it, --fresh to "
+                        "start over (the old run is kept beside it), or another --run-dir")
+
+
 def open_run_dir(run_dir: str, resume: bool = False, fresh: bool = False) -> RunLock:
     """Lock ``run_dir`` for training and check what is in it, in that order: a folder in use by
     another process is refused before anything in it is looked at or moved.
 
     ``resume`` needs ``checkpoints/last.pt``; a folder that already holds a run needs ``fresh``,
     which moves the old run aside (to ``RUN_DIR.prev-TIME``) and locks a new, empty folder."""
-    if resume and not os.path.exists(os.path.join(run_dir, LAST)):
-        raise UserError(f"nothing to resume in {run_dir} (no {LAST}); drop --resume to start a new "
-                        "run there")
+    if resume:
+        check_run_dir(run_dir, resume)
     lock = RunLock(run_dir)
     if resume or not os.path.exists(os.path.join(run_dir, CONFIG)):
         return lock
     if not fresh:
         lock.release()
-        raise UserError(f"{run_dir} already holds a run; use --resume to continue it, --fresh to "
-                        "start over (the old run is kept beside it), or another --run-dir")
+        check_run_dir(run_dir)
     backup = f"{run_dir.rstrip('/')}.prev-{time.strftime('%Y%m%d-%H%M%S')}"
     shutil.move(run_dir, backup)            # the held lock travels with the old run
     try:
@@ -110,4 +119,4 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-__all__ = ["BEST", "CONFIG", "LAST", "RunLock", "default_run_dir", "flatten", "open_run_dir", "resume_config"]
+__all__ = ["BEST", "CONFIG", "LAST", "RunLock", "check_run_dir", "default_run_dir", "flatten", "open_run_dir", "resume_config"]

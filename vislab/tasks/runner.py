@@ -22,6 +22,7 @@ from vislab.config import Config, save_config
 from vislab.data.datasets import load_split
 from vislab.data.info import DataInfo
 from vislab.data.loader import TensorLoader
+from vislab.engine import distributed
 from vislab.engine.checkpoint import export_safetensors, load_checkpoint
 from vislab.engine.hooks import (
     CheckpointHook,
@@ -63,35 +64,58 @@ def train(cfg: Config, run_dir: str | None = None, resume: bool = False, fresh: 
     run continues from ``checkpoints/last.pt``; with ``cfg.deterministic`` the result is
     bit-identical to a run that was never interrupted.  ``extra_hooks(info, device)`` adds
     hooks after the run's own (benchmarks use it to probe the test set while the clock runs)."""
-    run_dir = run_dir or default_run_dir(cfg)
+    ctx = distributed.setup(resolve_device(cfg.device))
+    run_dir = distributed.broadcast(run_dir or default_run_dir(cfg))
+    if ctx is not None and not ctx.is_main:          # process 0 holds the lock and writes; the others train
+        try:
+            distributed.share_failure(None)
+            return _train_locked(cfg, run_dir, resume, False, lambda _: None, val_indices, None, ctx)
+        finally:
+            distributed.teardown()
     new = not os.path.exists(run_dir)
     try:
-        with open_run_dir(run_dir, resume, fresh):
-                return _train_locked(cfg, run_dir, resume, progress, log, val_indices, extra_hooks)
+        try:
+            lock = open_run_dir(run_dir, resume, fresh)
+        except UserError as e:
+            distributed.share_failure(e)
+        distributed.share_failure(None)
+        with lock:
+            return _train_locked(cfg, run_dir, resume, progress, log, val_indices, extra_hooks, ctx)
     except UserError:
         if new and os.path.isdir(run_dir) and set(os.listdir(run_dir)) <= {".lock"}:
             shutil.rmtree(run_dir)       # a mistake found before anything was written leaves no folder
         raise
+    finally:
+        distributed.teardown()
 
 
 def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, val_indices,
-                  extra_hooks) -> TrainResult:
+                  extra_hooks, ctx: distributed.Context | None = None) -> TrainResult:
     task = get_task(cfg.task)
+    main = ctx is None or ctx.is_main
     set_determinism(cfg.seed, cfg.deterministic)
-    device = resolve_device(cfg.device)
+    device = distributed.device_for(resolve_device(cfg.device), ctx)
     amp = _amp_dtype(cfg, device, log)
-    data = task.build_data(cfg, device, val_indices)
+    data = _build_data(task, cfg, device, val_indices, ctx)
     for note in data.notes:
         log(note)
     model = task.build_model(cfg, data.info).to(device)
     apply_transfer(model, cfg, log)
+    if not resume and hasattr(task, "init_model"):
+        task.init_model(cfg, model, data, log)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    save_config(cfg, os.path.join(run_dir, CONFIG))
+    if main:
+        save_config(cfg, os.path.join(run_dir, CONFIG))
 
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     loader = task.train_loader(cfg, data, gen)
-    _check_steps(len(loader), len(data.train_y), loader.batch_size, log)
+    if ctx is not None:
+        per = distributed.check_batch(loader.batch_size)
+        loader = distributed.ShardedLoader(loader, ctx.rank, ctx.world_size)
+        log(f"{ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}): global batch "
+            f"{per * ctx.world_size}, {per} per process")
+    _check_steps(len(loader), len(data.train_y), loader.batch_size * (ctx.world_size if ctx else 1), log)
     val_loader = TensorLoader(data.val_x, data.val_y, cfg.train.eval_batch_size)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.sched, len(loader), cfg.train.epochs)
@@ -100,15 +124,23 @@ def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, 
     stop = EarlyStopHook(cfg.train.monitor or task.monitor, cfg.train.early_stop_patience)
     hooks = [SchedulerHook(scheduler)] if scheduler is not None else []
     hooks += [ema] if ema else []
-    hooks += [EvalHook(val_loader, task.validate, ema), stop,
-              CheckpointHook(run_dir, {"data": data.info.to_dict(), "model_name": cfg.model.name,
-                                       "model_kwargs": dict(cfg.model.kwargs), "task": cfg.task}),
-              LoggerHook(run_dir, progress=progress)]
-    hooks += task.training_hooks(cfg, run_dir, data.info, device) if hasattr(task, "training_hooks") else []
-    hooks += extra_hooks(data.info, device) if extra_hooks else []
+    hooks += [EvalHook(val_loader, task.validate, ema), stop]
+    if main:                                      # only process 0 writes
+        hooks += [CheckpointHook(run_dir, {"data": data.info.to_dict(), "model_name": cfg.model.name,
+                                           "model_kwargs": dict(cfg.model.kwargs), "task": cfg.task}),
+                  LoggerHook(run_dir, progress=progress)]
+        hooks += task.training_hooks(cfg, run_dir, data.info, device) if hasattr(task, "training_hooks") else []
+        hooks += extra_hooks(data.info, device) if extra_hooks else []
     step_fn = task.train_step(cfg, model) if hasattr(task, "train_step") else None
+    forward_model = model
+    if ctx is not None and step_fn is None:
+        forward_model = distributed.wrap(model, device, cfg.train.sync_bn)
+    elif ctx is not None:
+        if cfg.train.sync_bn:
+            raise UserError(f"train.sync_bn is for one-loss tasks; the {task.name} task trains in several moves per batch")
+        distributed.broadcast_parameters(model)   # the step-function path averages gradients itself
     trainer = Trainer(model, optimizer, task.loss(cfg, model), loader, cfg.train.epochs, hooks, device, amp,
-                      cfg.train.grad_clip, task.correct, log, step_fn)
+                      cfg.train.grad_clip, task.correct, log, step_fn, forward_model)
     if resume:
         trainer.load_state_dict(load_checkpoint(os.path.join(run_dir, LAST), device))
         log(f"resuming {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
@@ -116,12 +148,30 @@ def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, 
     try:
         trainer.train()
     finally:
-        plot_curves(os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "plots"))
+        if main:
+            plot_curves(os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "plots"))
     elapsed = time.perf_counter() - t0
-    export_safetensors(trainer.eval_model().state_dict(), os.path.join(run_dir, "model.safetensors"),
-                       {"model": cfg.model.name})
+    if main:
+        export_safetensors(trainer.eval_model().state_dict(), os.path.join(run_dir, "model.safetensors"),
+                           {"model": cfg.model.name})
+    distributed.barrier()                         # the others wait for process 0's last writes
     return TrainResult(run_dir, dict(trainer.epoch_metrics),
                        {"monitor": stop.monitor, "value": stop.best, "epoch": stop.best_epoch + 1}, elapsed)
+
+
+def _build_data(task, cfg: Config, device: torch.device, val_indices, ctx: distributed.Context | None):
+    """The task's data; with several processes, process 0 first (it fills the caches of
+    generated data sets, which the others then read), its failure shared with the others."""
+    if ctx is None:
+        return task.build_data(cfg, device, val_indices)
+    data = error = None
+    if ctx.is_main:
+        try:
+            data = task.build_data(cfg, device, val_indices)
+        except UserError as e:
+            error = e
+    distributed.share_failure(error)
+    return data if ctx.is_main else task.build_data(cfg, device, val_indices)
 
 
 def _check_steps(steps: int, n: int, batch_size: int, log) -> None:
