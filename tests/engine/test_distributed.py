@@ -166,5 +166,5 @@ def test_mistakes_are_one_line(tmp_path):
     r = vislab("train", *MLP, "--set", "train.sync_bn=true", "--run-dir", tmp_path / "bn", "--nproc", "2",
                "--device", "cpu", check=False)
     assert r.returncode == 2 and "train.sync_bn needs CUDA" in r.stderr and r.stderr.count("error:") == 1
-    r = vislab("train", *MLP, "--run-dir", tmp_path / "bn", "--nproc", "2", "--resume", check=False)
-    assert r.returncode == 2 and "nothing to resume" in r.stderr and r.stderr.count("error:") == 1
+    r = vislab("train", "--run-dir", tmp_path / "bn", "--nproc", "2", "--resume", check=False)
+    assert r.returncode == 2 and "is not a run directory" in r.stderr and r.stderr.count("error:") == 1

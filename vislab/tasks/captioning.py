@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 import time
 from collections.abc import Callable
 
@@ -77,6 +78,7 @@ SCENE_DEFAULTS = {"source": "fashion_mnist", "image_size": 64, "objects": [1, 3]
                   "captions": 5, "seed": 0}
 MAX_LEN = 24                   # tokens generated at most (captions have <= 20, <eos> counted)
 SHOWN = 6                      # test scenes shown with their captions in the report
+SHOWN_WORDS = 12               # words of each with their attention map
 
 
 def scene_options(kwargs: dict) -> tuple[SceneConfig, dict]:
@@ -393,9 +395,9 @@ class CaptioningTask:
         for i in range(min(SHOWN, len(x))):
             img = images[i].permute(1, 2, 0).numpy()
             words = vocab.decode(hyps[i])
-            row, tit = [img], [" ".join(words)[:60]]
+            row, tit = [img], [textwrap.fill(" ".join(words), 32)]
             if attn[i] is not None:
-                for t, w in enumerate(words[:8]):
+                for t, w in enumerate(words[:SHOWN_WORDS]):
                     a = attn[i][t].reshape(1, 1, fh, fw)
                     a = torch.nn.functional.interpolate(a, size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0]
                     a = (a / a.max().clamp_min(1e-12)).numpy()
