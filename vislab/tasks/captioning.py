@@ -395,7 +395,7 @@ class CaptioningTask:
         for i in range(min(SHOWN, len(x))):
             img = images[i].permute(1, 2, 0).numpy()
             words = vocab.decode(hyps[i])
-            row, tit = [img], [textwrap.fill(" ".join(words), 32)]
+            row, tit = [img], [textwrap.fill(" ".join(words), 44)]
             if attn[i] is not None:
                 for t, w in enumerate(words[:SHOWN_WORDS]):
                     a = attn[i][t].reshape(1, 1, fh, fw)
