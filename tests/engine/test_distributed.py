@@ -47,6 +47,19 @@ def epochs(run) -> list[dict]:
         return [r for r in map(json.loads, f) if r.get("epoch_end")]
 
 
+def processes_with(arg: str) -> list[int]:
+    """Process ids whose command line holds ``arg``."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if arg.encode() in f.read().split(b"\0"):
+                    out.append(int(pid))
+        except OSError:
+            continue
+    return out
+
+
 # --- in process ---------------------------------------------------------------------------------
 
 class Batches:
@@ -127,9 +140,8 @@ def test_killed_run_resumes_bit_for_bit(mlp_runs, tmp_path):
     while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     assert last.exists() and proc.poll() is None, "the run ended before its first checkpoint"
-    found = subprocess.run(["pgrep", "-f", "--", f"run-dir {cut}"], capture_output=True, text=True).stdout.split()
-    workers = [int(p) for p in found if int(p) != proc.pid]            # the two processes, not the launcher
-    assert len(workers) == 2, found
+    workers = [p for p in processes_with(str(cut)) if p != proc.pid]    # the two processes, not the launcher
+    assert len(workers) == 2, workers
     os.kill(max(workers), signal.SIGKILL)
     proc.communicate(timeout=120)
     assert proc.returncode != 0
