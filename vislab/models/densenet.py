@@ -188,6 +188,14 @@ def densenet_40_12(num_classes: int = 10, in_chans: int = 3, small_input: bool =
 
 
 @register_model
+def densenet_bc_40_12(num_classes: int = 10, in_chans: int = 3, small_input: bool = True,
+                      **kwargs) -> DenseNet:
+    """CIFAR DenseNet-BC (L=40, k=12: six bottleneck layers per block): 0.18 M parameters,
+    the smallest BC member (CPU budgets)."""
+    return densenet_cifar(40, 12, True, num_classes, in_chans, small_input, **kwargs)
+
+
+@register_model
 def densenet_bc_100_12(num_classes: int = 10, in_chans: int = 3, small_input: bool = True,
                        **kwargs) -> DenseNet:
     """CIFAR DenseNet-BC (L=100, k=12): 0.8 M parameters."""

@@ -123,7 +123,10 @@ def compound_scaling_table(alpha: float = ALPHA, beta: float = BETA, gamma: floa
 
 
 def _efficientnet(name: str, num_classes: int, in_chans: int, small_input: bool, **kwargs) -> EfficientNet:
+    """A released member; ``width_mult`` / ``depth_mult`` in ``kwargs`` rescale it (e.g. a
+    narrower B0 for a CPU budget, as MobileNet's width multiplier does)."""
     w, d, r, drop = EFFICIENTNET_PARAMS[name]
+    w, d = kwargs.pop("width_mult", w), kwargs.pop("depth_mult", d)
     if name in ("b5", "b6", "b7"):
         kwargs.setdefault("norm_layer", partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01))
     kwargs.setdefault("drop", drop)

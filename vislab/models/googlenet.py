@@ -32,8 +32,9 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier, aux_output
-from vislab.models.layers import ConvNormAct, init_weights
+from vislab.models.layers import ConvNormAct, init_weights, make_divisible
 from vislab.models.registry import register_model
 
 # (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj): the paper's Table 1.
@@ -56,6 +57,7 @@ class Inception(nn.Module):
     def __init__(self, in_chs: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int,
                  conv: partial[ConvNormAct], branch3_kernel: int = 5) -> None:
         super().__init__()
+        self.out_chs = c1 + c3 + c5 + pool_proj
         self.branch1 = conv(in_chs, c1, 1)
         self.branch2 = nn.Sequential(conv(in_chs, c3r, 1), conv(c3r, c3, 3))
         self.branch3 = nn.Sequential(conv(in_chs, c5r, 1), conv(c5r, c5, branch3_kernel))
@@ -69,14 +71,14 @@ class InceptionAux(nn.Module):
     """Auxiliary classifier: 4x4 average pool, 1x1 conv to 128, FC 1024, dropout, linear."""
 
     def __init__(self, in_chs: int, num_classes: int, conv: partial[ConvNormAct],
-                 drop: float = 0.7) -> None:
+                 drop: float = 0.7, chs: int = 128, hidden: int = 1024) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(4)   # the paper's 5x5/3 pool on 14x14 maps
-        self.conv = conv(in_chs, 128, 1)
-        self.fc1 = nn.Linear(128 * 16, 1024)
+        self.conv = conv(in_chs, chs, 1)
+        self.fc1 = nn.Linear(chs * 16, hidden)
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Dropout(drop)
-        self.fc2 = nn.Linear(1024, num_classes)
+        self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:   # (B, C, H, W) -> (B, num_classes)
         x = self.conv(self.pool(x)).flatten(1)
@@ -96,52 +98,63 @@ class GoogLeNet(Classifier):
         branch3_kernel: 5 (paper) or 3 (torchvision's weights).
         drop / aux_drop: dropout before the head (paper 0.4, torchvision 0.2) and in the
             auxiliary classifiers.
+        width_mult: scales every channel count, aux heads included (rounded to multiples of 8);
+            1 is the paper's network.
     """
 
     aux_logits_weight = 0.3    # the paper's discount weight of the auxiliary losses
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = True,
                  small_input: bool = False, batch_norm: bool = True, branch3_kernel: int = 5,
-                 drop: float = 0.4, aux_drop: float = 0.7) -> None:
+                 drop: float = 0.4, aux_drop: float = 0.7, width_mult: float = 1.0) -> None:
         super().__init__()
+        if width_mult <= 0:
+            raise UserError(f"width_mult must be positive (1 is the paper's GoogLeNet), got {width_mult}")
         norm = partial(nn.BatchNorm2d, eps=1e-3) if batch_norm else None
         conv = partial(ConvNormAct, norm_layer=norm)
+        c64, c192 = make_divisible(64 * width_mult), make_divisible(192 * width_mult)
         self.stem = nn.Sequential(OrderedDict([
-            ("conv1", conv(in_chans, 64, 3, 1) if small_input else conv(in_chans, 64, 7, 2)),
+            ("conv1", conv(in_chans, c64, 3, 1) if small_input else conv(in_chans, c64, 7, 2)),
             ("pool1", nn.Identity() if small_input else nn.MaxPool2d(3, 2, ceil_mode=True)),
-            ("conv2", conv(64, 64, 1)),
-            ("conv3", conv(64, 192, 3)),
+            ("conv2", conv(c64, c64, 1)),
+            ("conv3", conv(c64, c192, 3)),
             ("pool2", nn.Identity() if small_input else nn.MaxPool2d(3, 2, ceil_mode=True)),
         ]))
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
+        in_chs, out_chs = c192, {}
         for name, cfg in INCEPTION_V1.items():
-            blocks[name] = Inception(*cfg, conv=conv, branch3_kernel=branch3_kernel)
+            chs = [make_divisible(c * width_mult) for c in cfg[1:]]
+            blocks[name] = Inception(in_chs, *chs, conv=conv, branch3_kernel=branch3_kernel)
+            in_chs = out_chs[name] = blocks[name].out_chs
             if name == "inception3b":
                 blocks["pool3"] = nn.MaxPool2d(3, 2, ceil_mode=True)
             elif name == "inception4e":
                 blocks["pool4"] = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.blocks = nn.Sequential(blocks)
         r = 1 if small_input else 8
-        self.feature_info = [dict(module="stem", num_chs=192, reduction=r),
-                             dict(module="blocks.inception3b", num_chs=480, reduction=r),
-                             dict(module="blocks.inception4e", num_chs=832, reduction=2 * r),
-                             dict(module="blocks.inception5b", num_chs=1024, reduction=4 * r)]
+        self.feature_info = [dict(module="stem", num_chs=c192, reduction=r),
+                             dict(module="blocks.inception3b", num_chs=out_chs["inception3b"], reduction=r),
+                             dict(module="blocks.inception4e", num_chs=out_chs["inception4e"], reduction=2 * r),
+                             dict(module="blocks.inception5b", num_chs=in_chs, reduction=4 * r)]
         self.aux_logits = aux_logits
         self._aux_taps = {"inception4a": "aux1", "inception4d": "aux2"} if aux_logits else {}
         if aux_logits:
-            self.aux1 = InceptionAux(512, num_classes, conv, aux_drop)
-            self.aux2 = InceptionAux(528, num_classes, conv, aux_drop)
+            aux = partial(InceptionAux, num_classes=num_classes, conv=conv, drop=aux_drop,
+                          chs=make_divisible(128 * width_mult), hidden=make_divisible(1024 * width_mult))
+            self.aux1 = aux(out_chs["inception4a"])
+            self.aux2 = aux(out_chs["inception4d"])
         self.num_classes = num_classes
-        self.num_features = 1024
+        self.num_features = in_chs
         self.head_drop = drop
-        self.head = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self, "he")
 
     def reset_classifier(self, num_classes: int) -> None:
         """New head and, if present, new last layers of the auxiliary classifiers."""
         super().reset_classifier(num_classes)
         for aux in self._aux_taps.values():
-            getattr(self, aux).fc2 = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
+            fc1 = getattr(self, aux).fc1
+            getattr(self, aux).fc2 = nn.Linear(fc1.out_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: Tensor) -> Tensor:   # (B, C, 224, 224) -> (B, 1024, 7, 7)
         return self.blocks(self.stem(x))

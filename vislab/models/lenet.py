@@ -98,9 +98,14 @@ class LeNet5(Classifier):
                              dict(module="s4", num_chs=16, reduction=4),
                              dict(module="c5", num_chs=120, reduction=32)]
         self.head = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
+        self.min_input_size = 28 if small_input else 32   # C5's 5x5 conv needs S4's 5x5 maps
         init_weights(self, "xavier")
 
     def forward_features(self, x: Tensor) -> Tensor:   # (B, C, 32, 32) -> (B, 120, 1, 1)
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise UserError(f"LeNet-5 needs inputs of at least {self.min_input_size}x{self.min_input_size} "
+                            f"(two 5x5 convs and two subsamplings before C5), got {x.shape[-2]}x{x.shape[-1]}; "
+                            "for smaller images (8x8 digits) use small_cnn or resnet20")
         return self.c5(self.s4(self.c3(self.s2(self.c1(x)))))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

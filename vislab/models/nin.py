@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from vislab.errors import UserError
 from vislab.models.base import Classifier
-from vislab.models.layers import init_weights
+from vislab.models.layers import init_weights, make_divisible
 from vislab.models.registry import register_model
 
 # Per mlpconv: (kernel, stride, padding, channels, pool after it, dropout after it).  The last
@@ -54,12 +55,17 @@ class NiN(Classifier):
     Args:
         num_classes / in_chans: classes and input channels.
         small_input: the CIFAR network (True) or the ImageNet one (False).
+        width_mult: scales every mlpconv's channels (rounded to multiples of 8); 1 is the paper's.
     """
 
-    def __init__(self, num_classes: int = 10, in_chans: int = 3, small_input: bool = True) -> None:
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, small_input: bool = True,
+                 width_mult: float = 1.0) -> None:
         super().__init__()
+        if width_mult <= 0:
+            raise UserError(f"width_mult must be positive (1 is the paper's NiN), got {width_mult}")
         in_chs, reduction, stages, self.feature_info = in_chans, 1, [], []
         for i, (k, s, p, chs, pool, drop) in enumerate(NIN_CONFIGS["cifar" if small_input else "imagenet"]):
+            chs = tuple(make_divisible(c * width_mult) for c in chs)
             layers: list[nn.Module] = [mlpconv(in_chs, chs, k, s, p)]
             reduction *= s
             if pool is not None:
@@ -91,9 +97,10 @@ class NiN(Classifier):
 
 
 @register_model
-def nin(num_classes: int = 10, in_chans: int = 3, small_input: bool = True) -> NiN:
+def nin(num_classes: int = 10, in_chans: int = 3, small_input: bool = True,
+        width_mult: float = 1.0) -> NiN:
     """Network in Network: the CIFAR-10 model (0.97 M parameters); ``small_input=False``: ImageNet."""
-    return NiN(num_classes, in_chans, small_input)
+    return NiN(num_classes, in_chans, small_input, width_mult)
 
 
 __all__ = ["NIN_CONFIGS", "NiN", "mlpconv"]

@@ -306,7 +306,7 @@ def resnext50_32x4d(num_classes: int = 1000, in_chans: int = 3, small_input: boo
                     **kwargs) -> ResNet:
     """ResNeXt-50 (32x4d): cardinality 32, 4 channels per group; 25.0 M parameters."""
     return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_chans, small_input=small_input,
-                  groups=32, base_width=4, **kwargs)
+                  **{"groups": 32, "base_width": 4} | kwargs)
 
 
 @register_model
@@ -314,7 +314,7 @@ def resnext101_32x8d(num_classes: int = 1000, in_chans: int = 3, small_input: bo
                      **kwargs) -> ResNet:
     """ResNeXt-101 (32x8d); 88.8 M parameters."""
     return ResNet(Bottleneck, (3, 4, 23, 3), num_classes, in_chans, small_input=small_input,
-                  groups=32, base_width=8, **kwargs)
+                  **{"groups": 32, "base_width": 8} | kwargs)
 
 
 @register_model
@@ -322,7 +322,7 @@ def resnext101_64x4d(num_classes: int = 1000, in_chans: int = 3, small_input: bo
                      **kwargs) -> ResNet:
     """ResNeXt-101 (64x4d); 83.5 M parameters."""
     return ResNet(Bottleneck, (3, 4, 23, 3), num_classes, in_chans, small_input=small_input,
-                  groups=64, base_width=4, **kwargs)
+                  **{"groups": 64, "base_width": 4} | kwargs)
 
 
 @register_model

@@ -82,9 +82,15 @@ class VGG(Classifier):
         self.num_classes = num_classes
         self.num_features = hidden
         self.head = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.min_input_size = 2 ** sum(isinstance(m, nn.MaxPool2d) for m in self.stages.modules())
         init_weights(self, "he")
 
     def forward_features(self, x: Tensor) -> Tensor:   # (B, C, H, W) -> (B, 512, H/32, W/32)
+        if min(x.shape[-2:]) < self.min_input_size:
+            pools = self.min_input_size.bit_length() - 1
+            raise UserError(f"VGG needs inputs of at least {self.min_input_size}x{self.min_input_size} "
+                            f"({pools} 2x2 max-pools), got {x.shape[-2]}x{x.shape[-1]}; for smaller "
+                            "images (8x8 digits) use resnet20 or small_cnn")
         return self.stages(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

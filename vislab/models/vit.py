@@ -15,7 +15,8 @@ see both matrix products.  The position embedding is interpolated (bicubic) when
 patch grid differs from the one it was made for, as the paper does to fine-tune at a higher
 resolution.  Sizes (D, depth, heads, MLP): Ti 192/12/3/768 and S 384/12/6/1536 (DeiT), B
 768/12/12/3072, L 1024/24/16/4096.  ``small_input=True`` uses 4x4 patches (an 8x8 grid on
-32x32 inputs, 7x7 on 28x28) instead of 16x16 or 32x32 ones.
+32x32 inputs, 7x7 on 28x28; 2x2 below 16 pixels: 4x4 on 8x8 digits) instead of 16x16 or 32x32
+ones; ``patch_size`` sets any other.
 """
 
 from __future__ import annotations
@@ -167,10 +168,13 @@ _SIZES = {"ti": (192, 12, 3, 768), "s": (384, 12, 6, 1536), "b": (768, 12, 12, 3
 
 
 def _vit(size: str, patch: int, num_classes: int, in_chans: int, small_input: bool,
-         img_size: int | None, **kwargs) -> VisionTransformer:
+         img_size: int | None, patch_size: int | None = None, **kwargs) -> VisionTransformer:
+    """A ViT of the given size; ``patch_size`` overrides the patch (small inputs: 4x4, or 2x2
+    below 16 pixels so that 8x8 digits still make a 4x4 grid)."""
     dim, depth, heads, mlp = _SIZES[size]
     if small_input:
-        patch = 4
+        patch = 4 if (img_size or 32) >= 16 else 2
+    patch = patch_size or patch
     img_size = img_size or (32 if small_input else 224)
     if img_size % patch:
         img_size = math.ceil(img_size / patch) * patch   # the position grid covers the image

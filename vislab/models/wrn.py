@@ -103,6 +103,13 @@ def wide_resnet_cifar(depth: int, widen_factor: int, num_classes: int = 10, in_c
 
 
 @register_model
+def wrn_16_2(num_classes: int = 10, in_chans: int = 3, small_input: bool = True,
+             **kwargs) -> WideResNet:
+    """WRN-16-2: 0.69 M parameters, the narrowest WRN-16 (CPU budgets)."""
+    return wide_resnet_cifar(16, 2, num_classes, in_chans, small_input, **kwargs)
+
+
+@register_model
 def wrn_16_4(num_classes: int = 10, in_chans: int = 3, small_input: bool = True,
              **kwargs) -> WideResNet:
     """WRN-16-4: 2.7 M parameters."""
