@@ -24,13 +24,12 @@ The machine's sgemm is printed beside the timings.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import torch
 
-from benchmarks.common import measured_sgemm_gflops, train_and_evaluate
+from benchmarks.common import measured_sgemm_gflops, run_parts, train_and_evaluate
 
 CAPTIONERS = ("caption_lstm", "caption_attention", "caption_transformer")
 SEQ2SEQ = ("seq2seq_lstm", "seq2seq_attention")
@@ -162,12 +161,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
           f"sgemm {measured_sgemm_gflops(3):.0f} GFLOP/s")
-    t0 = time.perf_counter()
-    results = {part: PARTS[part](args) for part in args.part}
-    path = os.path.join(args.out, f"results-{'-'.join(args.part)}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"\nresults: {path} ({time.perf_counter() - t0:.0f}s)")
+    run_parts(PARTS, args)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,13 @@ the timings.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import time
 
 import numpy as np
 import torch
 
-from benchmarks.common import measured_sgemm_gflops, train_and_evaluate
+from benchmarks.common import measured_sgemm_gflops, run_parts, train_and_evaluate
 from vislab.data.datasets import load_split
 from vislab.generative.losses import reconstruction_error
 from vislab.tasks import load_run
@@ -194,15 +192,8 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; "
           f"sgemm {measured_sgemm_gflops(3):.0f} GFLOP/s")
-    results = {}
-    t0 = time.perf_counter()
-    for part in args.part:
-        results[part] = PARTS[part](args)
     subset = "" if args.classes == list(range(10)) or "oneclass" not in args.part else "-" + "-".join(map(str, args.classes))
-    path = os.path.join(args.out, f"results-{'-'.join(args.part)}{subset}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"\nresults: {path} ({time.perf_counter() - t0:.0f}s)")
+    run_parts(PARTS, args, subset)
 
 
 if __name__ == "__main__":

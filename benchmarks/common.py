@@ -3,6 +3,8 @@ timing so that a figure can be read against what the machine could do at that mo
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import torch
@@ -42,3 +44,15 @@ def train_and_evaluate(recipe: str, overrides: list[str], run_dir: str, device: 
     with open(done, "w") as f:
         json.dump(ev, f, indent=1)
     return ev, res.train_time_s
+
+
+def run_parts(parts: dict, args, suffix: str = "") -> dict:
+    """Run each part named in ``args.part`` (``parts[name](args)``) and write their results to
+    ``args.out/results-PARTS{suffix}.json``; prints the path and the total time."""
+    t0 = time.perf_counter()
+    results = {part: parts[part](args) for part in args.part}
+    path = os.path.join(args.out, f"results-{'-'.join(args.part)}{suffix}.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nresults: {path} ({time.perf_counter() - t0:.0f}s)")
+    return results

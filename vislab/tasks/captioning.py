@@ -251,12 +251,13 @@ def caption_sentences(y: Tensor) -> list[list[int]]:
     return [[t for t in row if t not in (PAD_INDEX, EOS_INDEX)] for row in y.reshape(-1, y.shape[-1]).tolist()]
 
 
-def caption_word2vec(y: Tensor, vocab_size: int, dim: int, mode: str = "skipgram", epochs: int = 5,
-                     window: int = 2, negatives: int = 5, seed: int = 0,
+def caption_word2vec(y: Tensor | list[list[int]], vocab_size: int, dim: int, mode: str = "skipgram",
+                     epochs: int = 5, window: int = 2, negatives: int = 5, seed: int = 0,
                      device: torch.device | str | None = None) -> tuple[Word2Vec, list[float]]:
-    """Word2vec (:func:`vislab.sequence.word2vec.train_word2vec`) on the captions ``y (N, K, L)``,
-    every caption a sentence (no window crosses two)."""
-    return train_word2vec(caption_sentences(y.cpu()), vocab_size, dim, window, negatives, epochs,
+    """Word2vec (:func:`vislab.sequence.word2vec.train_word2vec`) on the captions ``y (N, K, L)``
+    (or their :func:`caption_sentences`), every caption a sentence (no window crosses two)."""
+    sentences = caption_sentences(y.cpu()) if isinstance(y, Tensor) else y
+    return train_word2vec(sentences, vocab_size, dim, window, negatives, epochs,
                           mode=mode, batch_size=1024, seed=seed, device=device)
 
 
@@ -312,9 +313,10 @@ class CaptioningTask:
         if cfg.caption.word2vec == "none":
             return
         table = model.embed.weight
-        w2v, history = caption_word2vec(data.train_y, table.shape[0], table.shape[1], cfg.caption.word2vec,
+        sentences = caption_sentences(data.train_y.cpu())
+        w2v, history = caption_word2vec(sentences, table.shape[0], table.shape[1], cfg.caption.word2vec,
                                         cfg.caption.word2vec_epochs, seed=cfg.seed, device=table.device)
-        seen = torch.unique(torch.tensor([t for s in caption_sentences(data.train_y) for t in s]))
+        seen = torch.unique(torch.tensor([t for s in sentences for t in s]))
         load_into_embedding(table, w2v.embeddings, seen)
         log(f"word table initialised from {cfg.caption.word2vec} word2vec on the training captions "
             f"({len(seen)} words, {table.shape[1]} dimensions, {cfg.caption.word2vec_epochs} epochs, "
