@@ -63,3 +63,23 @@ def test_onecycle_peaks_then_falls():
     peak = max(range(len(lrs)), key=lrs.__getitem__)
     assert lrs[peak] == pytest.approx(1.0, rel=2e-2) and 10 <= peak <= 14
     assert lrs[0] == pytest.approx(1 / 25) and lrs[-1] < 1e-3
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 5, 8])
+def test_onecycle_on_a_handful_of_steps(total):
+    # A tiny run (one epoch of a few batches) once divided by zero inside OneCycleLR when the
+    # warm-up phase had no step of its own (pct_start * total == 1).  Below 3 steps the rate is
+    # the peak; from 3 it rises then falls, never above the peak nor below zero.
+    m = nn.Linear(2, 2)
+    opt = build_optimizer(m, OptimConfig(name="sgd", lr=1.0, weight_decay=0))
+    sched = build_scheduler(opt, ScheduleConfig(name="onecycle", pct_start=0.25), total, 1)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None:
+            sched.step()
+    assert (sched is None) == (total < 3)
+    assert all(0 <= lr <= 1.0 + 1e-9 for lr in lrs)
+    if total >= 3:
+        assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)

@@ -74,9 +74,12 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, steps_per_epoch: int, epoch
         return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_epochs * steps_per_epoch,
                                                gamma=cfg.gamma)
     if cfg.name == "onecycle":
+        if total < 3:      # too few steps for a warm-up and an annealing phase: the peak rate
+            return None
+        # Each phase needs at least one step of its own (OneCycleLR divides by its length).
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total,
-            pct_start=cfg.pct_start, anneal_strategy="linear",
+            pct_start=min(max(cfg.pct_start, 2.0 / total), 1 - 1.0 / total), anneal_strategy="linear",
             cycle_momentum="momentum" in opt.defaults and opt.defaults.get("momentum", 0) > 0,
             base_momentum=0.85, max_momentum=opt.defaults.get("momentum", 0.9) or 0.9)
     if cfg.name == "cosine":

@@ -217,7 +217,8 @@ class Trainer:
 
 
 def set_determinism(seed: int, deterministic: bool) -> None:
-    """Seed every generator; with ``deterministic`` also force deterministic kernels."""
+    """Seed every generator; with ``deterministic`` also force deterministic kernels, else let
+    cuDNN time its convolution algorithms once per shape and keep the fastest (CUDA only)."""
 
     import numpy as np
     random.seed(seed)
@@ -227,3 +228,5 @@ def set_determinism(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
