@@ -3,10 +3,14 @@ import torch
 from torchvision.models.detection.anchor_utils import (
     AnchorGenerator as TvAnchorGenerator,
 )
+from torchvision.models.detection.anchor_utils import (
+    DefaultBoxGenerator as TvDefaultBoxGenerator,
+)
 from torchvision.models.detection.image_list import ImageList
 
 from vislab.detection.anchors import (
     AnchorGenerator,
+    DefaultBoxGenerator,
     kmeans_anchors,
     mean_best_iou,
     wh_iou,
@@ -40,6 +44,76 @@ def test_one_ratio_tuple_serves_all_levels():
     assert gen.num_anchors_per_location() == [2, 2]
     with pytest.raises(ValueError, match="levels"):
         AnchorGenerator(((8,), (16,), (32,)), ((1.0,), (1.0,)))
+
+
+SSD_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
+SSD300_SETTINGS = {"scales": [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],   # torchvision's SSD300
+                   "steps": [8, 16, 32, 64, 100, 300]}
+
+
+@pytest.mark.parametrize("settings", [{}, SSD300_SETTINGS, dict(SSD300_SETTINGS, clip=False),
+                                      {"min_ratio": 0.2, "max_ratio": 0.95, "clip": False}])
+@pytest.mark.parametrize("image_size, grids", [
+    ((300, 300), [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]),
+    ((320, 512), [(40, 64), (20, 32), (10, 16), (5, 8), (3, 4), (1, 2)]),
+])
+def test_default_boxes_match_torchvision(settings, image_size, grids):
+    ours = DefaultBoxGenerator(SSD_RATIOS, **settings)
+    theirs = TvDefaultBoxGenerator(SSD_RATIOS, **settings)
+    images = torch.zeros(2, 3, *image_size)
+    feats = [torch.zeros(2, 4, *g) for g in grids]
+    want = theirs(ImageList(images, [image_size] * 2), feats)
+    got = ours(images, feats)
+    assert len(want) == 2 and torch.equal(got, want[0]) and torch.equal(got, want[1])
+    assert ours.num_anchors_per_location() == theirs.num_anchors_per_location() == [4, 6, 6, 6, 4, 4]
+    assert got.shape[0] == sum(h * w * a for (h, w), a in zip(grids, [4, 6, 6, 6, 4, 4]))
+
+
+def test_default_boxes_one_level_matches_torchvision():
+    ours, theirs = DefaultBoxGenerator([[2, 3]]), TvDefaultBoxGenerator([[2, 3]])
+    assert ours.scales == theirs.scales == [0.15, 0.9]
+    images, feats = torch.zeros(1, 3, 64, 48), [torch.zeros(1, 4, 4, 3)]
+    assert torch.equal(ours(images, feats), theirs(ImageList(images, [(64, 48)]), feats)[0])
+
+
+def test_default_box_scales_follow_the_paper():
+    # s_k = s_min + (s_max - s_min)(k - 1)/(m - 1), k = 1..m, then s_{m+1} = 1
+    gen = DefaultBoxGenerator([[2]] * 5, min_ratio=0.2, max_ratio=0.9)
+    assert gen.scales == pytest.approx([0.2, 0.375, 0.55, 0.725, 0.9, 1.0])
+
+
+def test_default_box_order_by_hand():
+    # one 2x2 map on a 100x100 image, scales 0.2 and 0.8: s' = 0.4, ratio 2 -> 0.2 * sqrt(2) wide
+    gen = DefaultBoxGenerator([[2]], scales=[0.2, 0.8])
+    boxes = gen.grid_default_boxes((100, 100), [(2, 2)])[0]
+    assert boxes.shape == (2 * 2 * 4, 4)
+    r = 10 * 2 ** 0.5
+    cell_00 = torch.tensor([[15, 15, 35, 35], [5, 5, 45, 45],
+                            [25 - r, 25 - r / 2, 25 + r, 25 + r / 2],
+                            [25 - r / 2, 25 - r, 25 + r / 2, 25 + r]])
+    torch.testing.assert_close(boxes[:4], cell_00)
+    # cells run rows first: the second cell is (row 0, col 1), centred at (75, 25)
+    torch.testing.assert_close(boxes[4], torch.tensor([65.0, 15.0, 85.0, 35.0]))
+    torch.testing.assert_close(boxes[8], torch.tensor([15.0, 65.0, 35.0, 85.0]))
+
+
+def test_default_box_clip_caps_the_size_not_the_corners():
+    # a 1.2-wide box is cut to the image's width but stays centred on its cell
+    gen = DefaultBoxGenerator([[]], scales=[1.2, 1.2])
+    boxes = gen.grid_default_boxes((10, 20), [(1, 2)])[0]
+    torch.testing.assert_close(boxes[0], torch.tensor([-5.0, 0.0, 15.0, 10.0]))
+    unclipped = DefaultBoxGenerator([[]], scales=[1.2, 1.2], clip=False)
+    torch.testing.assert_close(unclipped.grid_default_boxes((10, 20), [(1, 2)])[0][0],
+                               torch.tensor([-7.0, -1.0, 17.0, 11.0]))
+
+
+def test_default_box_generator_rejects_bad_settings():
+    with pytest.raises(ValueError, match="m \\+ 1"):
+        DefaultBoxGenerator([[2], [2]], scales=[0.1, 0.5])
+    with pytest.raises(ValueError, match="steps"):
+        DefaultBoxGenerator([[2], [2]], steps=[8])
+    with pytest.raises(ValueError, match="levels"):
+        DefaultBoxGenerator([[2], [2]]).grid_default_boxes((64, 64), [(8, 8)])
 
 
 def test_wh_iou_is_box_iou_of_corner_boxes():

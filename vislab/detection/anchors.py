@@ -1,14 +1,17 @@
 """Anchors: a grid of reference boxes on each feature level, and anchor shapes learned by k-means.
 
 An anchor generator places ``len(sizes) * len(aspect_ratios)`` boxes at every cell of every
-feature map (Faster R-CNN, RetinaNet).  :func:`kmeans_anchors` instead learns the anchor shapes
-from the training boxes, clustering widths and heights with the distance ``1 - IoU`` (YOLOv2,
-Redmon & Farhadi 2017), so that large boxes do not dominate as they would with a Euclidean
-distance.
+feature map (Faster R-CNN, RetinaNet).  SSD (Liu et al. 2016) calls them default boxes and ties
+one scale to each feature map instead: small 3x3 detectors on early, fine maps look for small
+objects and those on late, coarse maps for large ones (:class:`DefaultBoxGenerator`).
+:func:`kmeans_anchors` instead learns the anchor shapes from the training boxes, clustering
+widths and heights with the distance ``1 - IoU`` (YOLOv2, Redmon & Farhadi 2017), so that large
+boxes do not dominate as they would with a Euclidean distance.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -97,6 +100,130 @@ class AnchorGenerator(nn.Module):
         grid_sizes = [tuple(f.shape[-2:]) for f in features]
         strides = [(h // gh, w // gw) for gh, gw in grid_sizes]
         return torch.cat(self.grid_anchors(grid_sizes, strides)).to(features[0].dtype)
+
+
+class DefaultBoxGenerator(nn.Module):
+    """The default boxes of SSD, one scale per feature map (Liu et al. 2016, section 2.2).
+
+    Args:
+        aspect_ratios: per feature map, the ratios ``a`` (width / height) besides 1, e.g.
+            ``[[2], [2, 3], [2, 3], [2, 3], [2], [2]]`` for SSD300; each also places ``1 / a``.
+        min_ratio, max_ratio: ``s_min`` and ``s_max`` of the paper, as fractions of the image side;
+            used only when ``scales`` is not given.
+        scales: ``m + 1`` explicit scales for ``m`` feature maps; the last one serves only
+            ``s'_m``.  torchvision's SSD300 passes ``[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05]``:
+            an extra, smaller first scale for the fine ``conv4_3`` map, as the paper does.
+        steps: per feature map, the spacing of the box centres in pixels (the stride of the
+            original Caffe prior-box layer); by default the feature map tiles the whole image.
+        clip: keep every box no larger than the image (see below).
+
+    With ``m`` feature maps the scales are ``s_k = s_min + (s_max - s_min) (k - 1) / (m - 1)``
+    for ``k = 1..m``, and ``s_{m+1} = 1`` (torchvision's convention; with a single map the scales
+    are ``(s_min, s_max)``).  Every cell of map ``k`` holds, in this order:
+
+    1. a square of side ``s_k``;
+    2. a square of side ``s'_k = sqrt(s_k * s_{k+1})``;
+    3. for each ratio ``a`` of the level, a box of width ``s_k sqrt(a)`` and height
+       ``s_k / sqrt(a)``, then its transpose (ratio ``1 / a``).
+
+    So ``2 + 2 * len(aspect_ratios[k])`` boxes per cell (:meth:`num_anchors_per_location`).  The
+    boxes of a level run cell by cell (rows first), then in the order above: the order of a
+    head's ``(H, W, A)`` outputs; the levels follow one another.  A cell ``(i, j)`` of an
+    ``(H, W)`` map is centred at ``((j + 0.5) / f_x, (i + 0.5) / f_y)`` of the image, with
+    ``(f_y, f_x) = (H, W)``, or with ``steps`` ``f = image size / step`` (a centre every ``step``
+    pixels).  Widths are fractions of the image's width and heights of its height, so on a
+    non-square image the "square" boxes take the image's proportions (as in torchvision; the
+    paper's images are square).
+
+    Note the ratio is width / height here (the paper's ``w = s sqrt(a)``), height / width in
+    :class:`AnchorGenerator`; ``clip``, as in torchvision, caps the widths and heights at the
+    image's before the corners are computed: it does not cut boxes at the image border, so a box
+    near it still reaches past it.  The boxes are the same, in the same order, as torchvision's
+    ``DefaultBoxGenerator`` with the same arguments.
+    """
+
+    def __init__(self, aspect_ratios: Sequence[Sequence[float]], min_ratio: float = 0.15,
+                 max_ratio: float = 0.9, scales: Sequence[float] | None = None,
+                 steps: Sequence[float] | None = None, clip: bool = True) -> None:
+        super().__init__()
+        m = len(aspect_ratios)
+        if m == 0:
+            raise ValueError("aspect_ratios must give one list of ratios per feature map, got none")
+        if any(a <= 0 for level in aspect_ratios for a in level):
+            raise ValueError(f"aspect ratios {aspect_ratios!r} must be positive")
+        if steps is not None and len(steps) != m:
+            raise ValueError(f"{len(steps)} steps for {m} feature maps; give one step per map")
+        if scales is None:
+            if m > 1:
+                scales = [min_ratio + (max_ratio - min_ratio) * k / (m - 1.0) for k in range(m)]
+                scales.append(1.0)
+            else:
+                scales = [min_ratio, max_ratio]
+        elif len(scales) != m + 1:
+            raise ValueError(f"{len(scales)} scales for {m} feature maps; give m + 1 = {m + 1} "
+                             "(the last one serves only the extra square of the last map)")
+        if any(s <= 0 for s in scales):
+            raise ValueError(f"scales {scales!r} must be positive")
+        self.aspect_ratios = [tuple(float(a) for a in level) for level in aspect_ratios]
+        self.scales = [float(s) for s in scales]
+        self.steps = None if steps is None else [float(s) for s in steps]
+        self.clip = clip
+        for k in range(m):
+            self.register_buffer(f"box_sizes_{k}", self.make_box_sizes(k), persistent=False)
+
+    def make_box_sizes(self, k: int) -> Tensor:
+        """The ``Tensor[A, 2]`` widths and heights of a cell's boxes on map ``k``, as fractions
+        of the image's width and height, in the order of the class docstring."""
+        s, s_next = self.scales[k], self.scales[k + 1]
+        s_prime = math.sqrt(s * s_next)
+        wh = [(s, s), (s_prime, s_prime)]
+        for a in self.aspect_ratios[k]:
+            wide, narrow = s * math.sqrt(a), s / math.sqrt(a)
+            wh += [(wide, narrow), (narrow, wide)]
+        wh = torch.tensor(wh, dtype=torch.float32)
+        return wh.clamp(0, 1) if self.clip else wh
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.aspect_ratios)
+
+    def box_sizes(self, level: int) -> Tensor:
+        return getattr(self, f"box_sizes_{level}")
+
+    def num_anchors_per_location(self) -> list[int]:
+        return [2 + 2 * len(r) for r in self.aspect_ratios]
+
+    def grid_default_boxes(self, image_size: tuple[int, int],
+                           grid_sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
+        """Per level, the ``Tensor[H * W * A, 4]`` boxes ``(x1, y1, x2, y2)`` in pixels of an
+        ``(H, W)`` feature map on an image of ``image_size = (height, width)`` pixels."""
+        if len(grid_sizes) != self.num_levels:
+            raise ValueError(f"the generator has {self.num_levels} levels; got {len(grid_sizes)} "
+                             "feature map sizes")
+        img_h, img_w = image_size
+        out = []
+        for k, (gh, gw) in enumerate(grid_sizes):
+            wh = self.box_sizes(k)
+            f_y, f_x = (gh, gw) if self.steps is None else (img_h / self.steps[k], img_w / self.steps[k])
+            ys = (torch.arange(gh, device=wh.device, dtype=wh.dtype) + 0.5) / f_y
+            xs = (torch.arange(gw, device=wh.device, dtype=wh.dtype) + 0.5) / f_x
+            y, x = torch.meshgrid(ys, xs, indexing="ij")
+            centres = torch.stack((x, y), dim=-1).reshape(-1, 1, 2)          # (H*W, 1, 2)
+            scale = torch.tensor([img_w, img_h], device=wh.device, dtype=wh.dtype)
+            corners = torch.cat((centres - 0.5 * wh, centres + 0.5 * wh), dim=-1)  # (H*W, A, 4)
+            out.append((corners * scale.repeat(2)).reshape(-1, 4))
+        return out
+
+    def forward(self, images: Tensor, features: Sequence[Tensor]) -> Tensor:
+        """All default boxes ``Tensor[sum_k H_k * W_k * A_k, 4]`` for a padded batch ``images``
+        ``(B, C, H, W)`` and its feature maps ``(B, C_k, H_k, W_k)``.
+
+        Like :class:`AnchorGenerator`, one set serves every image of the batch (torchvision
+        returns a list holding the same boxes once per image); the image size is the padded
+        batch's, as in torchvision."""
+        h, w = images.shape[-2:]
+        grid_sizes = [tuple(f.shape[-2:]) for f in features]
+        return torch.cat(self.grid_default_boxes((h, w), grid_sizes)).to(features[0].dtype)
 
 
 def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
