@@ -80,7 +80,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", action="store_true",
                    help="parameters, MACs and depth of each model (counted on meta tensors)")
     p.add_argument("--input", default="3x224x224", help="input size for --table, CxHxW (default 3x224x224)")
-    p.add_argument("--kind", choices=("classifier", "segmentation", "generative", "captioning", "seq2seq", "all"), default="classifier",
+    p.add_argument("--kind", choices=("classifier", "segmentation", "generative", "captioning", "seq2seq", "detection", "all"), default="classifier",
                    help="which kind of model to list (default: classifiers)")
     p.add_argument("--png", help="with --table: also plot MACs vs parameters (log-log) to this PNG")
     p.set_defaults(func=_models)
@@ -211,6 +211,7 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    import vislab.detection.retinanet  # noqa: F401  (registers the detection models)
     from vislab.models import list_models, model_family
     names = list_models(args.pattern, None if args.kind == "all" else args.kind)
     if not args.table:

@@ -27,8 +27,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("detect", help="find objects with a trained run: draw them on an image, or "
                                       "evaluate on the run's test scenes",
-                       description="The run is a localization run (one box per image) or a window "
-                                   "classifier trained on scene_patches, run as a sliding-window detector.")
+                       description="The run is a detection run (RetinaNet), a localization run (one box per "
+                                   "image) or a window classifier trained on scene_patches, run as a "
+                                   "sliding-window detector.")
     p.add_argument("run_dir")
     p.add_argument("image", nargs="?", help="image file to detect in (omit with --eval-scenes)")
     p.add_argument("--out", metavar="PNG", help="where to draw the detections (default IMAGE_STEM_detections.png)")

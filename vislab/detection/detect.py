@@ -40,16 +40,23 @@ if TYPE_CHECKING:
 class Detector:
     """``detect(image)`` takes an image ``(3, H, W)`` in ``[0, 1]`` and gives ``boxes``,
     ``scores`` and ``labels`` (indices into ``classes``, the object classes)."""
-    kind: str                                   # 'localization' or 'sliding_window'
+    kind: str                                   # 'detection', 'localization' or 'sliding_window'
     classes: list[str]
     detect: Callable[[Tensor], dict[str, Tensor]]
 
 
 def as_detector(run: TrainedRun, pyramid: PyramidConfig = PyramidConfig(), conv: bool = False,
                 score_thr: float = 0.5, nms_iou: float = 0.3) -> Detector:
-    """The detector of a trained run: its localiser (one box per image), or its window
-    classifier run over the pyramid (a ``classification`` run on ``scene_patches``)."""
+    """The detector of a trained run: a detection run's detector (its task's ``detect``), its
+    localiser (one box per image), or its window classifier run over the pyramid (a
+    ``classification`` run on ``scene_patches``)."""
     info, model = run.info, run.model
+    if hasattr(run.task, "detect"):                # a detector's task (RetinaNet): its own boxes, over score_thr
+        def detect(image: Tensor) -> dict[str, Tensor]:
+            det = run.task.detect(run, image)
+            keep = det["scores"] >= score_thr
+            return {k: v[keep] for k, v in det.items()}
+        return Detector(run.task.name, list(info.classes), detect)
     if run.task.name == "localization":
         def localise(image: Tensor) -> dict[str, Tensor]:
             x = F.interpolate(image[None].to(run.device), size=info.image_size, mode="bilinear",

@@ -5,8 +5,10 @@ notes) or ``"segmentation"`` (logits ``(B, K, H, W)`` at the input's resolution:
 DeepLab, the per-pixel baseline) or ``"generative"`` (autoencoders, the VAE, GANs: what
 their ``kind`` attribute says they return) or ``"captioning"`` (image -> caption: logits
 ``(B, T, V)`` from images and teacher-forced tokens, and ``start``/``step`` for decoding) or
-``"seq2seq"`` (text -> text encoder-decoders with the same decoding face); the two sequence kinds
-are registered by :mod:`vislab.sequence.models` when it is imported.  :func:`list_models` lists
+``"seq2seq"`` (text -> text encoder-decoders with the same decoding face) or ``"detection"`` (a
+dict of losses in training, ``[dict(boxes, scores, labels)]`` in eval: RetinaNet).  The two
+sequence kinds are registered by :mod:`vislab.sequence.models` when it is imported, the detectors
+by :mod:`vislab.detection.retinanet`.  :func:`list_models` lists
 classifiers unless asked for another kind, so code that walks "every model" as a classifier (the
 zoo table, the torchvision comparisons) keeps working when a new kind is registered.
 """
@@ -24,7 +26,7 @@ from vislab.errors import UserError
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _FAMILY: dict[str, str] = {}
 _KIND: dict[str, str] = {}
-KINDS = ("classifier", "segmentation", "generative", "captioning", "seq2seq")
+KINDS = ("classifier", "segmentation", "generative", "captioning", "seq2seq", "detection")
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, kind: str = "classifier"):

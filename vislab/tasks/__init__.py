@@ -8,6 +8,7 @@ evaluates, predicts, cross-validates and reports for any task; :mod:`.rundir` ow
 from vislab.tasks import (  # noqa: F401  (each registers its task)
     captioning,
     classification,
+    detection,
     generative,
     localization,
     metric,

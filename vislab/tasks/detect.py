@@ -43,7 +43,7 @@ def evaluate_detector(run_dir: str, num_scenes: int | None = None, time_scenes: 
     if num_scenes is not None and num_scenes < 0:
         raise UserError(f"--eval-scenes must be >= 0 (0: all), got {num_scenes}")
     run = load_run(run_dir, device)
-    if run.task.name == "localization":
+    if hasattr(run.task, "evaluate_scenes"):       # localization and detection runs: their own test scenes
         report, gt, results = run.task.evaluate_scenes(run, num_scenes or None)
     else:
         report, gt, results = evaluate_sliding_window(run, num_scenes or None, time_scenes, pyramid,

@@ -1,0 +1,96 @@
+"""The detection task end to end through the CLI (train the retinanet recipe briefly, evaluate,
+predict, detect, report), its eval.json against pycocotools on the files it writes, and the
+padded targets that carry variable numbers of boxes through the engine's tensor loader."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.metrics.coco_oracle import pycocotools_eval
+
+COCO_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+SMALL = ["--set", "model.kwargs.backbone_kwargs={widths: [16, 32, 64, 128], stem_width: 16}",
+         "--set", "model.kwargs.fpn_chs=32", "--set", "data.kwargs.val=16", "--set", "data.kwargs.test=24",
+         "--set", "train.batch_size=16", "--no-progress",
+         "--set", "model.kwargs.score_thresh=0.001"]   # after one short epoch scores are near the prior 0.01
+
+
+def test_padded_targets_round_trip():
+    from vislab.tasks.detection import pad_targets, unpad_targets
+    targets = [{"boxes": torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8.5]]), "labels": torch.tensor([3, 0])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+               {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([9])}]
+    padded = pad_targets(targets)
+    assert padded.shape == (3, 2, 5)
+    assert padded[1].eq(-1).all() and padded[2, 1].eq(-1).all()
+    assert padded[0, 1].tolist() == [0, 5, 6, 7, 8.5]
+    back = unpad_targets(padded)
+    for a, b in zip(targets, back):
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+        assert b["labels"].dtype == torch.int64
+    assert pad_targets(targets[1:2]).shape == (1, 1, 5)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from vislab.cli import main
+    run = tmp_path_factory.mktemp("det") / "retinanet"
+    assert main(["train", "retinanet", "--run-dir", str(run), "--set", "train.epochs=1",
+                 "--set", "data.limit_train=64", *SMALL]) == 0
+    return run
+
+
+def test_train_then_evaluate_writes_the_coco_numbers(run_dir, run_cli):
+    code, out, err = run_cli("evaluate", run_dir)
+    assert code == 0, err
+    assert "24 test scenes" in out and "Average Precision" in out
+    ev = json.loads((run_dir / "eval.json").read_text())
+    assert ev["task"] == "detection" and ev["num_images"] == 24
+    categories = json.loads((run_dir / "eval_gt.json").read_text())["categories"]
+    assert COCO_KEYS <= set(ev["coco"]) and set(ev["per_category"]) == {c["name"] for c in categories}
+    assert (run_dir / "plots" / "detections.png").exists()
+    gt = json.loads((run_dir / "eval_gt.json").read_text())
+    results = json.loads((run_dir / "eval_detections.json").read_text())
+    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"train_loss", "train_cls", "train_box", "val_ap", "val_ap50"} <= set(metrics)
+    assert len(results) > 24
+    ref = pycocotools_eval(gt, results).stats
+    ours = [ev["coco"][k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+    assert ours == pytest.approx(list(ref[:6]), abs=1e-9)
+
+
+def test_predict_detect_and_report(run_dir, run_cli, tmp_path):
+    from vislab.detection.scenes import SceneConfig, make_scenes
+    scene = make_scenes("test", 1, SceneConfig(image_size=(64, 64), objects=(2, 2)))
+    image = tmp_path / "scene.png"
+    Image.fromarray(scene.images[0].permute(1, 2, 0).numpy()).resize((128, 96)).save(image)
+    code, out, err = run_cli("predict", run_dir, image)
+    assert code == 0, err
+    assert str(image) in out
+    drawn = tmp_path / "drawn.png"
+    code, out, err = run_cli("detect", run_dir, image, "--out", drawn, "--score-thr", "0.0")
+    assert code == 0, err
+    assert drawn.exists() and "detections drawn on" in out
+    for line in out.splitlines()[:-1]:             # boxes in the file's pixels (128 x 96)
+        x1, y1, x2, y2 = map(float, line.split("box")[1].split())
+        assert 0 <= x1 <= x2 <= 128 and 0 <= y1 <= y2 <= 96
+    code, out, err = run_cli("detect", run_dir, "--eval-scenes", "5")
+    assert code == 0, err
+    assert json.loads((run_dir / "detect_eval.json").read_text())["num_images"] == 5
+    code, out, err = run_cli("report", run_dir)
+    assert code == 0, err
+    html = (run_dir / "report.html").read_text()
+    assert "COCO box evaluation" in html and "Detections on test scenes" in html
+
+
+def test_user_mistakes(run_cli, tmp_path):
+    code, _, err = run_cli("train", "retinanet", "--run-dir", tmp_path / "a", "--set", "data.name=mnist",
+                           "--no-progress")
+    assert code == 2 and "data.name: scenes" in err
+    few = ["--set", "data.kwargs.train=8", "--set", "data.kwargs.val=4", "--no-progress"]
+    code, _, err = run_cli("train", "retinanet", "--run-dir", tmp_path / "b", "--set", "model.name=resnet18", *few)
+    assert code == 2 and "retinanet" in err
+    code, _, err = run_cli("train", "retinanet", "--run-dir", tmp_path / "c", "--set", "model.kwargs.cls_loss=ce", *few)
+    assert code == 2 and "cls_loss" in err

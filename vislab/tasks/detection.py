@@ -1,0 +1,252 @@
+"""The detection task: every object of a generated scene, its class and its box, by a detector of
+the registry (``kind="detection"``: RetinaNet) -- ``vislab train retinanet``, ``vislab evaluate
+RUN`` (COCO AP on the test scenes), ``vislab predict RUN IMAGE`` and ``vislab detect RUN IMAGE``.
+
+The scenes hold several objects each, so a target is a variable-length list of boxes.  The
+engine's :class:`~vislab.data.loader.TensorLoader` batches tensors by indexing, so the targets
+travel as one padded tensor ``(N, max_objects, 5)``: rows ``(label, x1, y1, x2, y2)`` in pixels,
+padding rows all -1 (:func:`pad_targets`); the task's ``step_fn`` turns a batch back into the
+list of ``dict(boxes, labels)`` that the detector takes (:func:`unpad_targets`), and the detector
+computes its own loss dict.  Image-only augmentations are off (``augment = False``): a flip or
+crop would move the objects without their boxes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vislab.config import Config
+from vislab.data.formats import load_image
+from vislab.data.info import DataInfo, Normalization
+from vislab.detection import retinanet  # noqa: F401  (registers the detection models)
+from vislab.detection.detect import coco_files, draw_detections
+from vislab.detection.scenes import SceneSet, make_scenes, resolve_scene_options
+from vislab.errors import UserError
+from vislab.io import atomic_write_text
+from vislab.metrics.detection import evaluate_detections
+from vislab.report import html as H
+from vislab.tasks.base import (
+    DataBundle,
+    Section,
+    create_kind_model,
+    inference,
+    register_task,
+    shuffled_batches,
+)
+from vislab.tasks.trained import TrainedRun
+
+SCENE_DEFAULTS = {"source": "fashion_mnist", "image_size": 64, "objects": [1, 4], "scale": [0.8, 1.6],
+                  "max_truncation": 0.4, "max_occlusion": 0.5, "train": 3000, "val": 300, "test": 1000, "seed": 0}
+FIGURE_SCENES = 6
+SHOW_SCORE = 0.3         # lowest score drawn in the report and printed by predict (focal-loss scores run low)
+
+
+def scene_options(kwargs: dict):
+    """``data.kwargs`` -> the scene configuration and the other options, defaults filled in."""
+    return resolve_scene_options(kwargs, SCENE_DEFAULTS, "detection")
+
+
+def pad_targets(targets: list[dict[str, Tensor]]) -> Tensor:
+    """Per-image ``boxes`` / ``labels`` -> ``Tensor[N, max(1, max objects), 5]`` float32 rows
+    ``(label, x1, y1, x2, y2)``, padded with rows of -1."""
+    width = max([len(t["labels"]) for t in targets] + [1])
+    out = torch.full((len(targets), width, 5), -1.0)
+    for i, t in enumerate(targets):
+        n = len(t["labels"])
+        out[i, :n, 0] = t["labels"].float()
+        out[i, :n, 1:] = t["boxes"].float()
+    return out
+
+
+def unpad_targets(padded: Tensor) -> list[dict[str, Tensor]]:
+    """Inverse of :func:`pad_targets`: a list of ``dict(boxes Tensor[n, 4], labels Tensor[n] int64)``."""
+    out = []
+    for rows in padded:
+        rows = rows[rows[:, 0] >= 0]
+        out.append({"boxes": rows[:, 1:].float(), "labels": rows[:, 0].long()})
+    return out
+
+
+def detector_step(t, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """The trainer's ``step_fn``: the detector's own loss dict on the unpadded targets, one
+    optimizer step on ``loss``; every term is logged (``train_cls``, ``train_box``)."""
+    with t.autocast():
+        losses = t.model(x, unpad_targets(y))
+    t.optimize(losses["loss"])
+    return {k: v.detach().float() for k, v in losses.items()}
+
+
+@torch.no_grad()
+def detect_batches(model: nn.Module, x: Tensor, batch_size: int, amp_dtype: torch.dtype | None = None
+                   ) -> list[dict[str, Tensor]]:
+    """The detections (float32, CPU) of normalised images ``x``, in eval mode."""
+    out = []
+    with inference(model, amp_dtype):
+        for i in range(0, len(x), batch_size):
+            out += [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in d.items()}
+                    for d in model(x[i:i + batch_size])]
+    return out
+
+
+class DetectionTask:
+    name = "detection"
+    augment = False          # a crop or flip would move the objects without their boxes
+    monitor = "val_ap"
+
+    def build_data(self, cfg: Config, device: torch.device, val_indices: np.ndarray | None = None) -> DataBundle:
+        """Train and val scenes as normalised tensors with padded targets (:func:`pad_targets`)."""
+        if cfg.data.name != "scenes":
+            raise UserError(f"the detection task generates its images: set data.name: scenes (not "
+                            f"{cfg.data.name!r}) and the scene options in data.kwargs")
+        if val_indices is not None:
+            raise UserError("cross-validation (--folds) is not available for detection; it has its own val scenes")
+        config, opts = scene_options(cfg.data.kwargs)
+        n_train = min(opts["train"], cfg.data.limit_train or opts["train"])
+        train = make_scenes("train", n_train, config, opts["seed"], cfg.data.root)
+        val = make_scenes("val", opts["val"], config, opts["seed"], cfg.data.root)
+        x = train.images.float() / 255
+        norm = Normalization(tuple(x.mean((0, 2, 3)).tolist()),
+                             tuple(max(s, 1e-6) for s in x.std((0, 2, 3)).tolist()))
+        info = DataInfo("scenes", tuple(train.categories), 3, tuple(config.image_size), norm, {"scenes": opts})
+        n_obj = sum(len(t["labels"]) for t in train.targets)
+        notes = [f"{len(train)} training scenes with {n_obj} objects, {len(val)} validation scenes"]
+        return DataBundle(norm.from_uint8(train.images, device), pad_targets(train.targets).to(device),
+                          norm.from_uint8(val.images, device), pad_targets(val.targets).to(device), info, notes)
+
+    def train_loader(self, cfg: Config, data: DataBundle, gen: torch.Generator):
+        return shuffled_batches(cfg, data, gen, self.augment)
+
+    def build_model(self, cfg: Config, info: DataInfo) -> nn.Module:
+        """A detector of the registry; ``model.kwargs`` completed with every default."""
+        return create_kind_model(cfg, "detection", self.name, info.num_classes, info.in_chans)
+
+    def loss(self, cfg: Config, model: nn.Module):
+        def no_single_loss(out, y):
+            raise TypeError("a detector computes its own loss (train_step), not one loss of its output")
+        return no_single_loss
+
+    def train_step(self, cfg: Config, model: nn.Module):
+        return detector_step
+
+    def correct(self, out, target: Tensor) -> None:
+        return
+
+    def validate(self, model: nn.Module, loader, amp_dtype=None) -> dict[str, float]:
+        """COCO AP and AP50 on the validation scenes."""
+        dets = detect_batches(model, loader.images, loader.batch_size, amp_dtype)
+        targets = unpad_targets(loader.labels.cpu())
+        classes = [str(k) for k in range(model.num_classes)]
+        coco = evaluate_detections(dets, targets, classes).as_dict()
+        return {"val_ap": coco["AP"], "val_ap50": coco["AP50"]}
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, run: TrainedRun, tta: bool = False, num_scenes: int | None = None) -> dict:
+        """COCO's twelve numbers on the run's generated test scenes, per category AP, and a figure
+        of detections on a few of them; writes ``eval.json``, and ``eval_gt.json`` /
+        ``eval_detections.json`` for ``vislab eval-detections``."""
+        if tta:
+            raise UserError("--tta is not available for detection runs (a flip would need the boxes flipped back)")
+        report, gt, results = self.evaluate_scenes(run, num_scenes)
+        atomic_write_text(run.path("eval_gt.json"), json.dumps(gt))
+        atomic_write_text(run.path("eval_detections.json"), json.dumps(results))
+        atomic_write_text(run.path("eval.json"), json.dumps(report, indent=1))
+        return report
+
+    def evaluate_scenes(self, run: TrainedRun, num_scenes: int | None = None) -> tuple[dict, dict, list]:
+        """The report, the ground truth as COCO and the detections as COCO results (what
+        ``vislab detect RUN --eval-scenes N`` writes too)."""
+        test, dets = self._test_detections(run, num_scenes)
+        classes = list(run.classes)
+        ev = evaluate_detections(dets, test.targets, classes)
+        size = tuple(run.info.image_size)
+        _, opts = scene_options(run.info.extra["scenes"])
+        figure = self._figure(run, test, dets)
+        report = {"task": self.name, "run_dir": run.run_dir, "dataset": "scenes", "model": run.config.model.name,
+                  "scenes": opts, "num_images": len(test), "num_objects": sum(len(t["labels"]) for t in test.targets),
+                  "coco": ev.as_dict(), "per_category": ev.per_category(), "plots": [os.path.basename(figure)]}
+        report["summary"] = f"{len(test)} test scenes, {report['num_objects']} objects\n{ev.summary()}"
+        gt, results = coco_files(test.targets, dets, classes, size)
+        return report, gt, results
+
+    def _test_detections(self, run: TrainedRun, num_scenes: int | None) -> tuple[SceneSet, list[dict]]:
+        config, opts = scene_options(run.info.extra["scenes"])
+        test = make_scenes("test", num_scenes or opts["test"], config, opts["seed"], run.config.data.root)
+        x = run.norm.from_uint8(test.images, run.device)
+        return test, detect_batches(run.model, x, run.config.train.eval_batch_size)
+
+    def _figure(self, run: TrainedRun, test: SceneSet, dets: list[dict], score_thr: float = SHOW_SCORE) -> str:
+        """The first test scenes with their detections scoring at least ``score_thr``, side by side."""
+        from PIL import Image
+        os.makedirs(run.path("plots"), exist_ok=True)
+        tiles = []
+        for i in range(min(FIGURE_SCENES, len(test))):
+            keep = dets[i]["scores"] >= score_thr
+            path = run.path("plots", f".scene{i}.png")
+            draw_detections(test.images[i].float() / 255, {k: v[keep] for k, v in dets[i].items()},
+                            list(run.classes), path, min_side=256)
+            tiles.append(Image.open(path).convert("RGB"))
+            os.remove(path)
+        out = run.path("plots", "detections.png")
+        if tiles:
+            w, h = tiles[0].size
+            sheet = Image.new("RGB", (w * len(tiles) + 4 * (len(tiles) - 1), h), (255, 255, 255))
+            for k, tile in enumerate(tiles):
+                sheet.paste(tile, (k * (w + 4), 0))
+            sheet.save(out)
+        return out
+
+    def predict(self, run: TrainedRun, paths: list[str], topk: int = 1, score_thr: float = SHOW_SCORE) -> list[dict]:
+        """The boxes of each image file (in its own pixels) scoring at least ``score_thr``."""
+        out = []
+        for p in paths:
+            img = torch.from_numpy(load_image(p, run.info.in_chans))
+            det = self.detect(run, img.float() / 255)
+            keep = det["scores"] >= score_thr
+            det = {k: v[keep] for k, v in det.items()}
+            objs = [{"class": run.classes[int(lab)], "index": int(lab), "score": float(s), "box": b}
+                    for b, s, lab in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist())]
+            line = "; ".join(f"{o['class']} {o['score']:.3f} box {' '.join(f'{v:.1f}' for v in o['box'])}"
+                             for o in objs)
+            out.append({"path": p, "detections": objs, "line": line or f"no object scores >= {score_thr}"})
+        return out
+
+    def detect(self, run: TrainedRun, image: Tensor) -> dict[str, Tensor]:
+        """Detections of one image ``(C, H, W)`` in ``[0, 1]`` of any size (what ``vislab detect``
+        draws): resized to the run's scene size, detected, boxes mapped back to the image's pixels."""
+        h, w = image.shape[-2:]
+        size = run.info.image_size
+        x = F.interpolate(image[None].float().to(run.device), size=size, mode="bilinear", align_corners=False,
+                          antialias=True)
+        det = detect_batches(run.model, run.norm.normalize(x), 1)[0]
+        scale = torch.tensor([w / size[1], h / size[0], w / size[1], h / size[0]])
+        return {**det, "boxes": det["boxes"] * scale}
+
+    def headline(self, ev: dict) -> list[tuple[str, str]]:
+        c = ev["coco"]
+        return [("AP", f"{c['AP']:.3f}"), ("AP50", f"{c['AP50']:.3f}"), ("AP75", f"{c['AP75']:.3f}"),
+                ("test scenes", f"{ev['num_images']}")]
+
+    def report_sections(self, run: TrainedRun, ev: dict) -> list[Section]:
+        rows = [[k, f"{v:.3f}" if v is not None and not math.isnan(v) and v >= 0 else "-"] for k, v in ev["coco"].items()]
+        per = [[c, f"{v['AP']:.3f}", f"{v['AP50']:.3f}"] for c, v in ev["per_category"].items() if v["AP"] >= 0]
+        sections = [Section("coco", "COCO box evaluation", H.table(["metric", "value"], rows)),
+                    Section("per_category", "AP per category", H.table(["category", "AP", "AP50"], per))]
+        figure = run.path("plots", "detections.png")
+        if os.path.exists(figure):
+            sections.append(Section("detections", f"Detections on test scenes (score >= {SHOW_SCORE})",
+                                    H.img(figure, "detections")))
+        sections.append(Section("scenes", "Test scenes", H.pre(json.dumps(ev["scenes"], indent=1))))
+        return sections
+
+
+TASK = register_task(DetectionTask())
+
+__all__ = ["SCENE_DEFAULTS", "TASK", "DetectionTask", "detect_batches", "detector_step", "pad_targets",
+           "unpad_targets"]
