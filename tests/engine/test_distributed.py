@@ -171,6 +171,18 @@ def test_segmentation_trains_with_two_processes(tmp_path):
     assert "8 per process" in r.stdout and (tmp_path / "seg" / "checkpoints" / "best.pt").exists()
 
 
+def test_detection_trains_with_two_processes(tmp_path):
+    """A detector trains through its task's step function (hand-averaged gradients) on two
+    processes; rank 0 alone validates (COCO AP) and writes the run."""
+    r = vislab("train", "retinanet", "--set", "data.kwargs={image_size: 64, train: 64, val: 16, test: 16}",
+               "--set", "model.kwargs.fpn_chs=32", "--set", "train.batch_size=16", "--set", "train.epochs=1",
+               "--no-progress", "--run-dir", tmp_path / "det", "--nproc", "2")
+    assert "8 per process" in r.stdout and "val_ap50" in r.stdout
+    assert (tmp_path / "det" / "checkpoints" / "best.pt").exists()
+    lines = (tmp_path / "det" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"epoch_end"' in line for line in lines) == 1          # one writer: no line twice
+
+
 def test_mistakes_are_one_line(tmp_path):
     r = vislab("train", *MLP, "--set", "train.batch_size=99", "--run-dir", tmp_path / "odd", "--nproc", "2", check=False)
     assert r.returncode == 2 and "does not split evenly over 2 processes" in r.stderr

@@ -115,7 +115,7 @@ def _train_locked(cfg: Config, run_dir: str, resume: bool, progress: bool, log, 
         loader = distributed.ShardedLoader(loader, ctx.rank, ctx.world_size)
         log(f"{ctx.world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}): global batch "
             f"{per * ctx.world_size}, {per} per process")
-    _check_steps(len(loader), len(data.train_y), loader.batch_size * (ctx.world_size if ctx else 1), log)
+    _check_steps(len(loader), len(data.train_y), loader.batch_size * (ctx.world_size if ctx else 1), log, task.name)
     val_loader = TensorLoader(data.val_x, data.val_y, cfg.train.eval_batch_size)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.sched, len(loader), cfg.train.epochs)
@@ -174,14 +174,15 @@ def _build_data(task, cfg: Config, device: torch.device, val_indices, ctx: distr
     return data if ctx.is_main else task.build_data(cfg, device, val_indices)
 
 
-def _check_steps(steps: int, n: int, batch_size: int, log) -> None:
+def _check_steps(steps: int, n: int, batch_size: int, log, task: str = "") -> None:
     """One line when an epoch is only a handful of optimizer steps (BatchNorm's running
     statistics and the schedule then barely move), with the batch size that fixes it."""
     if steps < MIN_STEPS_PER_EPOCH:
         better = max(8, 2 ** int(np.log2(max(1, n // MIN_STEPS_PER_EPOCH))))
+        fix = ("a smaller metric.images_per_class or metric.classes_per_batch (P x K batches)" if task == "metric"
+               else f"--set train.batch_size={better}")
         log(f"warning: {n} training images in batches of {batch_size} make only {steps} optimizer step(s) per "
-            f"epoch; use --set train.batch_size={better} (for P x K batches: a smaller metric.images_per_class) "
-            "and more epochs for a model that learns")
+            f"epoch; use {fix} and more epochs for a model that learns")
 
 
 def _amp_dtype(cfg: Config, device: torch.device, log) -> torch.dtype | None:
