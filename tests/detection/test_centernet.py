@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.metrics.coco_oracle import pycocotools_eval
+from tests.detection.overfit import overfit_ap50
 from vislab.detection.centernet import CenterNet, centernet_loss
 from vislab.errors import UserError
 
@@ -128,23 +128,6 @@ def test_options_are_checked_and_registered():
 
 def test_overfits_a_handful_of_scenes():
     """Eight scenes, 150 full-batch steps: AP50 on those scenes above 0.8, by pycocotools."""
-    from vislab.detection.detect import coco_files
-    from vislab.detection.scenes import SceneConfig, make_scenes
     torch.manual_seed(0)
-    scenes = make_scenes("train", 8, SceneConfig(image_size=(64, 64), objects=(1, 3), scale=(0.8, 1.6)))
-    x = scenes.images.float() / 255
-    x = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
-    targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in scenes.targets]
-    model = CenterNet(10, **SMALL)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(150):
-        loss = model(x, targets)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        dets = model.eval()(x)
-    gt, results = coco_files(scenes.targets, dets, scenes.categories, (64, 64))
-    ap50 = pycocotools_eval(gt, results).stats[1]
+    ap50 = overfit_ap50(CenterNet(10, **SMALL), steps=150)
     assert ap50 > 0.8, ap50

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.metrics.coco_oracle import pycocotools_eval
+from tests.detection.overfit import overfit_ap50
 from vislab.detection.coder import BoxCoder
 from vislab.detection.matcher import Matcher
 from vislab.detection.retinanet import RetinaNet, match_anchors, retinanet_loss
@@ -219,23 +219,6 @@ def test_options_are_checked_and_registered():
 
 def test_overfits_a_handful_of_scenes():
     """Eight scenes, 200 full-batch steps: AP50 on those scenes above 0.8, by pycocotools."""
-    from vislab.detection.detect import coco_files
-    from vislab.detection.scenes import SceneConfig, make_scenes
     torch.manual_seed(0)
-    scenes = make_scenes("train", 8, SceneConfig(image_size=(64, 64), objects=(1, 3), scale=(0.8, 1.6)))
-    x = scenes.images.float() / 255
-    x = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
-    targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in scenes.targets]
-    model = RetinaNet(10, **SMALL)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(200):
-        loss = model(x, targets)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        dets = model.eval()(x)
-    gt, results = coco_files(scenes.targets, dets, scenes.categories, (64, 64))
-    ap50 = pycocotools_eval(gt, results).stats[1]
+    ap50 = overfit_ap50(RetinaNet(10, **SMALL), steps=200)
     assert ap50 > 0.8, ap50
