@@ -38,3 +38,14 @@ def test_low_quality_by_hand_and_zero_overlap():
 def test_empty_ground_truth_is_background():
     m = Matcher(0.5, 0.4)(torch.zeros(0, 7))
     assert m.tolist() == [Matcher.BELOW_LOW_THRESHOLD] * 7
+
+
+def test_matched_targets_by_hand():
+    from vislab.detection.matcher import matched_targets
+    targets = [{"labels": torch.tensor([4, 7]), "boxes": torch.tensor([[0.0, 0, 5, 5], [10, 10, 20, 20]])},
+               {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
+    matched = torch.tensor([[1, -1, 0], [-1, -2, -1]])
+    labels, boxes = matched_targets(targets, matched)
+    assert labels[0].tolist() == [7, 4, 4] and labels[1].tolist() == [0, 0, 0]
+    assert boxes[0, 0].tolist() == [10, 10, 20, 20] and boxes[0, 2].tolist() == [0, 0, 5, 5]
+    assert boxes.shape == (2, 3, 4) and boxes.dtype == torch.float32 and not boxes[1].any()

@@ -54,3 +54,26 @@ class Matcher:
             preds = top.any(dim=0)
             matches[preds] = best_gt[preds]
         return matches
+
+
+def matched_targets(targets, matched: Tensor) -> tuple[Tensor, Tensor]:
+    """Per anchor, the label and the box of the object it was matched to.
+
+    Args:
+        targets: per image ``labels`` ``Tensor[N]`` and ``boxes`` ``Tensor[N, 4]``.
+        matched: ``Tensor[B, A]`` object index per anchor (negative: not matched).
+
+    Returns ``labels`` ``Tensor[B, A]`` int64 and ``boxes`` ``Tensor[B, A, 4]`` float32; where an
+    anchor is not matched (or the image has no object) they hold object 0's values or zeros, to
+    be masked by ``matched >= 0``.
+    """
+    labels, boxes = [], []
+    for t, m in zip(targets, matched):
+        if len(t["labels"]):
+            index = m.clamp(min=0)
+            labels.append(t["labels"].to(m.device)[index])
+            boxes.append(t["boxes"].to(m.device, torch.float32)[index])
+        else:
+            labels.append(torch.zeros_like(m))
+            boxes.append(torch.zeros(*m.shape, 4, device=m.device))
+    return torch.stack(labels), torch.stack(boxes)

@@ -37,7 +37,7 @@ from vislab.detection.anchors import AnchorGenerator
 from vislab.detection.boxes import box_iou, clip_boxes_to_image
 from vislab.detection.coder import BoxCoder
 from vislab.detection.losses import sigmoid_focal_loss
-from vislab.detection.matcher import Matcher
+from vislab.detection.matcher import Matcher, matched_targets
 from vislab.detection.nms import batched_nms
 from vislab.detection.sampling import hard_negative_mask
 from vislab.errors import UserError
@@ -161,8 +161,7 @@ def retinanet_loss(cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targ
     positive = matched >= 0
     valid = matched != Matcher.BETWEEN_THRESHOLDS
     num_pos = positive.sum().clamp(min=1)
-    gt_labels = torch.stack([t["labels"].to(matched.device)[m.clamp(min=0)] if len(t["labels"])
-                             else torch.zeros_like(m) for t, m in zip(targets, matched)])
+    gt_labels, gt_boxes = matched_targets(targets, matched)                     # (B, A), (B, A, 4)
     onehot = F.one_hot(gt_labels, cls_logits.shape[-1]).to(cls_logits.dtype) * positive[..., None]
     if cls_loss == "focal":
         per_anchor = sigmoid_focal_loss(cls_logits, onehot, alpha, gamma).sum(-1)        # (B, A)
@@ -176,9 +175,7 @@ def retinanet_loss(cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targ
 
     b, a = positive.nonzero(as_tuple=True)
     if len(b):
-        gt_boxes = torch.cat([t["boxes"].to(anchors) for t in targets])
-        offsets = torch.tensor([0] + [len(t["boxes"]) for t in targets[:-1]], device=matched.device).cumsum(0)
-        target = coder.encode(gt_boxes[offsets[b] + matched[b, a]], anchors[a])
+        target = coder.encode(gt_boxes[b, a], anchors[a])
         pred = box_deltas[b, a]
         box = (F.smooth_l1_loss(pred, target, beta=beta, reduction="sum") if box_loss == "smooth_l1"
                else F.l1_loss(pred, target, reduction="sum")) / num_pos

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from vislab.detection.anchors import DefaultBoxGenerator
 from vislab.detection.boxes import box_iou, clip_boxes_to_image
 from vislab.detection.coder import BoxCoder
+from vislab.detection.matcher import matched_targets
 from vislab.detection.nms import batched_nms
 from vislab.detection.sampling import hard_negative_mask
 from vislab.errors import UserError
@@ -172,9 +173,8 @@ def ssd_loss(cls_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor, targ
     cls_logits, box_deltas, default_boxes = cls_logits.float(), box_deltas.float(), default_boxes.float()
     matched = torch.stack([ssd_match(t["boxes"], default_boxes, iou_thresh) for t in targets])   # (B, A)
     positive = matched >= 0
-    gt_labels = torch.stack([t["labels"].to(matched.device)[m.clamp(min=0)] + 1 if len(t["labels"])
-                             else torch.zeros_like(m) for t, m in zip(targets, matched)])
-    cls_target = gt_labels * positive                                          # 0 = background
+    gt_labels, gt_boxes = matched_targets(targets, matched)                    # (B, A), (B, A, 4)
+    cls_target = (gt_labels + 1) * positive                                    # 0 = background
     per_anchor = F.cross_entropy(cls_logits.flatten(0, 1), cls_target.flatten(), reduction="none")
     per_anchor = per_anchor.view_as(cls_target)                                # (B, A)
     keep = hard_negative_mask(per_anchor, positive, neg_pos_ratio)
@@ -183,9 +183,7 @@ def ssd_loss(cls_logits: Tensor, box_deltas: Tensor, default_boxes: Tensor, targ
 
     b, a = positive.nonzero(as_tuple=True)
     if len(b):
-        gt_boxes = torch.cat([t["boxes"].to(default_boxes) for t in targets])
-        offsets = torch.tensor([0] + [len(t["boxes"]) for t in targets[:-1]], device=matched.device).cumsum(0)
-        target = coder.encode(gt_boxes[offsets[b] + matched[b, a]], default_boxes[a])
+        target = coder.encode(gt_boxes[b, a], default_boxes[a])
         box = F.smooth_l1_loss(box_deltas[b, a], target, beta=beta, reduction="sum") / num_pos
     else:
         box = box_deltas.sum() * 0
