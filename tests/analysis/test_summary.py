@@ -288,3 +288,29 @@ def test_a_callers_inference_mode_does_not_hide_the_ops():
         assert summarize(model, (1, 28, 28)).macs == outside
         assert summarize(model, (1, 28, 28), meta=False).macs == outside
     assert outside > 0
+
+
+def test_meta_pass_leaves_cached_tensors_alone():
+    """torchvision's AnchorGenerator caches its cell anchors as a plain list attribute and moves
+    them to the input's device in forward: the meta pass must not leave them on ``meta``."""
+    import torchvision
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    from vislab.analysis import summarize
+
+    class Anchors(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+            self.anchors = AnchorGenerator(((8,),), ((1.0,),))
+
+        def forward(self, x):
+            feats = [self.conv(x)]
+            images = torchvision.models.detection.image_list.ImageList(x, [tuple(x.shape[-2:])] * len(x))
+            return self.anchors(images, feats)[0]
+
+    model = Anchors()
+    want = model(torch.zeros(1, 3, 32, 32))
+    summarize(model, (3, 32, 32))
+    assert not any(t.is_meta for t in model.anchors.cell_anchors)
+    torch.testing.assert_close(model(torch.zeros(1, 3, 32, 32)), want)

@@ -618,13 +618,31 @@ def _run(model: nn.Module, input_size: tuple[int, ...], batch_size: int, dtype: 
     for name, m in model.named_modules():
         handles.append(m.register_forward_pre_hook(partial(tracer.enter, name, m)))
         handles.append(m.register_forward_hook(tracer.leave, always_call=True))
+    cached = _cached_tensors(model) if meta else []
     try:
         with torch.inference_mode(False), torch.no_grad(), tracer:
             out = torch.func.functional_call(model, swap, (x,)) if meta else model(x)
     finally:
         for h in handles:
             h.remove()
+        for m, key, value in cached:     # a forward that caches tensors must not keep meta ones
+            setattr(m, key, value)
     return tracer, out, "meta" if meta else str(device)
+
+
+def _cached_tensors(model: nn.Module) -> list[tuple[nn.Module, str, Any]]:
+    """Tensors (or lists of tensors) that modules keep as plain attributes, neither parameters nor
+    buffers: a forward may replace them with tensors on its input's device (torchvision's
+    ``AnchorGenerator.cell_anchors``), which on the meta pass would leave the model unusable."""
+    out = []
+    for m in model.modules():
+        for key, value in vars(m).items():
+            if key.startswith("_"):
+                continue
+            if isinstance(value, Tensor) or (isinstance(value, (list, tuple)) and value
+                                              and all(isinstance(v, Tensor) for v in value)):
+                out.append((m, key, value))
+    return out
 
 
 __all__ = ["GLOBAL", "LayerRow", "ReceptiveField", "Summary", "meta_twins", "summarize"]
