@@ -18,7 +18,7 @@ NATIVE_SIZE = {"window_cnn": 32, "inception_v3": 299, "linear": 28, "mlp": 28, "
                "conv_ae_encoder": 28, "dense_ae_encoder": 28}
 # One model per family and configuration for the (meta-device) check at full size.
 NATIVE_CASES = ["window_cnn", "linear", "mlp", "small_cnn", "lenet5", "alexnet", "zfnet", "vgg11_bn", "nin", "googlenet",
-                "inception_v3", "resnet18", "resnet50", "resnet20", "se_resnet50", "wrn_16_4",
+                "inception_v3", "darknet_tiny", "resnet18", "resnet50", "resnet20", "se_resnet50", "wrn_16_4",
                 "densenet121", "densenet_bc_100_12", "densenet_40_12", "mobilenet_v1", "mobilenet_v2",
                 "efficientnet_b0", "vit_ti_16", "conv_ae_encoder", "dense_ae_encoder"]
 

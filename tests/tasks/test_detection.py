@@ -18,7 +18,8 @@ SMALL = ["--set", "model.kwargs.backbone_kwargs={widths: [16, 32, 64, 128], stem
 # per recipe: its narrower neck, and the loss terms it logs
 RECIPES = {"retinanet": (["--set", "model.kwargs.fpn_chs=32"], {"train_cls", "train_box"}),
            "centernet": (["--set", "model.kwargs.neck_chs=32", "--set", "model.kwargs.head_chs=32"],
-                         {"train_heatmap", "train_size", "train_offset"})}
+                         {"train_heatmap", "train_size", "train_offset"}),
+           "yolov3": (["--set", "model.kwargs.neck_chs=32"], {"train_box", "train_obj", "train_cls"})}
 
 
 def test_padded_targets_round_trip():

@@ -2,6 +2,7 @@
 
 from vislab.models import (
            alexnet,  # noqa: F401  (alexnet, zfnet)
+           darknet,  # noqa: F401  (darknet53, darknet_tiny)
            deeplab,  # noqa: F401  (deeplabv3, deeplabv3plus: segmentation)
            densenet,  # noqa: F401  (densenet121..201, densenet_bc_*)
            efficientnet,  # noqa: F401  (efficientnet_b0..b7)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from vislab.config import Config
 from vislab.data.formats import load_image
 from vislab.data.info import DataInfo, Normalization
-from vislab.detection import centernet, retinanet, ssd  # noqa: F401  (registers the detection models)
+from vislab.detection import centernet, retinanet, ssd, tv_detection, yolov3  # noqa: F401  (registers the detection models)
 from vislab.detection.detect import coco_files, draw_detections
 from vislab.detection.scenes import SceneSet, make_scenes, resolve_scene_options
 from vislab.errors import UserError

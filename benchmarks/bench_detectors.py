@@ -1,0 +1,371 @@
+"""One-stage detectors on generated scenes, vislab's and torchvision's, in one table.
+
+Every vislab detector with the same budget, and torchvision's ``RetinaNet`` and ``SSD`` classes
+trained side by side on the same backbone.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_detectors            # the table (about an hour)
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_detectors --reuse    # keep the rows done
+    .venv/bin/python -m benchmarks.bench_detectors --ablation                   # + focal / BCE / BCE+HNM
+    .venv/bin/python -m benchmarks.bench_detectors --two-stage runs/bench_two_stage/rows.json
+    .venv/bin/python -m benchmarks.bench_detectors --quick                      # smoke run: seconds per model
+    .venv/bin/python -m benchmarks.bench_detectors --device cuda                # on a GPU
+
+vislab rows: the named recipes ``retinanet``, ``ssd``, ``centernet`` and ``yolov3`` (skipped,
+with a printed line, while its recipe does not exist), each trained by the one engine
+(``vislab.tasks.runner.train``) on its own scenes and epochs (the recipes share them: 6,000
+training scenes of 64x64, 8 epochs, AdamW lr 2e-3, one-cycle, batch 32, grad clip 10) and scored
+by ``vislab.tasks.runner.evaluate`` (COCO box AP on the 1,000 test scenes; the run writes
+``eval.json``, ``eval_gt.json`` and ``eval_detections.json``).  ``--epochs`` / ``--train-scenes``
+change the budget of every row alike.
+
+torchvision rows: ``tv-retinanet`` and ``tv-ssd`` are torchvision's ``RetinaNet`` and ``SSD``
+classes wrapped as vislab detection models (``tv_retinanet``, ``tv_ssd`` in
+:mod:`vislab.detection.tv_detection`), so that the SAME engine trains them with the same data, batches, optimiser, schedule,
+grad clipping and epochs as the recipe they copy, and the same evaluation scores them -- simpler
+and more honest than a second training loop that would have to copy all of that.  Shared with the
+vislab model: the registry backbone and its feature extractor (vislab's FPN for RetinaNet,
+vislab's extra layers for SSD: identical modules, so the comparison is about what torchvision
+brings), the anchor sizes / ratios (torchvision's ``AnchorGenerator``) or default boxes
+(torchvision's ``DefaultBoxGenerator``, same ratios and scales), subnet depth (torchvision's
+4-conv RetinaNet subnets cut to the recipe's ``num_convs``), matcher thresholds, score / NMS
+thresholds, candidates and detections per image.  torchvision's own: heads and their init,
+matching, loss (RetinaNet: focal loss normalised per image then averaged, box term L1 -- the
+vislab recipe uses smooth L1 with beta 0.1 over the batch's positives; SSD: as vislab),
+postprocessing, and its ``GeneralizedRCNNTransform`` set to change nothing (the scenes arrive
+normalised and at their size: min_size = max_size = scene size, mean 0, std 1; it still runs a
+bilinear resize at scale 1, the identity, inside torchvision's inference time).  Parameters and
+MACs come out equal to the vislab model's; their runs load, evaluate and detect like any other.  Times of a --quick run include each process's
+first-model warm-up and mean nothing; the full run's minutes of training do not notice it.
+
+Columns: COCO box AP, AP50, AP75, AP small / medium / large, parameters, MACs of one scene
+(``vislab.analysis.summarize``; 'n/a' where it cannot count a model), training seconds and training
+images/s, inference ms per image (batch 1, postprocessing included, best of 3 passes over the first
+test scenes) and frames per second at the scene size; the machine's measured CPU sgemm is printed
+beside the times (with ``--device cuda`` too: it is not the GPU's). ``--ablation``: RetinaNet with
+``cls_loss`` focal, bce and bce_hard_negatives, same budget, its own table. ``--two-stage
+ROWS.json``: rows of the two-stage benchmark (a JSON list, or a ``{name: row}`` mapping, of rows
+with this table's keys: ``AP``, ``AP50``, ``APs``, ``APm``, ``APl``, ``params``, ``macs``,
+``train_s``, ``train_img_s``, ``infer_ms``, ``fps``; missing ones print '-') read into the same
+table and plot -- that benchmark is not written yet. Each row is saved as ``OUT/NAME.json`` as soon
+as it is measured; ``--reuse`` keeps those (whatever options made them: give each budget its own
+``--out``). The plot of AP against inference time goes to ``docs/images/detectors_ap_vs_time.png``
+on a full run (``--images-dir ''``: none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import time
+
+import torch
+from torch import Tensor, nn
+
+from benchmarks.common import measured_sgemm_gflops
+from vislab.analysis import summarize
+from vislab.config import load_config
+from vislab.io import atomic_write_text
+from vislab.models.registry import default_kwargs
+from vislab.tasks import load_run
+from vislab.tasks.detection import detect_batches, scene_options
+from vislab.tasks.runner import evaluate, train
+
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vislab", "recipes")
+VISLAB = ("retinanet", "ssd", "centernet", "yolov3")
+TORCHVISION = {"tv-retinanet": ("retinanet", "tv_retinanet"), "tv-ssd": ("ssd", "tv_ssd")}
+CLS_LOSSES = ("focal", "bce", "bce_hard_negatives")
+COCO_KEYS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": "APl"}
+# --quick: narrow models on a few scenes, seconds per model (the test's path)
+QUICK = ["data.limit_train=64", "data.kwargs.val=16", "data.kwargs.test=24", "train.epochs=1",
+         "model.kwargs.backbone_kwargs={widths: [8, 16, 32, 64], stem_width: 8}"]
+QUICK_WIDTH = {"fpn_chs": 16, "extra_chs": [32, 32], "neck_chs": 16, "head_chs": 16}
+INFER_SCENES = 50
+
+
+# ----------------------------------------------------------------------------- the rows
+
+def _yaml(x) -> str:
+    """A Python value as a YAML flow literal for ``--set``-style overrides."""
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in x.items()) + "}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_yaml(v) for v in x) + "]"
+    return str(x)
+
+
+def _torchvision_overrides(recipe: str, model: str, base: list[str]) -> list[str]:
+    """``model.name`` and ``model.kwargs`` of the torchvision copy of ``recipe``: the recipe's
+    kwargs that the torchvision factory takes, plus the scene size; the others are printed."""
+    cfg = load_config(recipe, base)
+    takes = set(default_kwargs(model))
+    kwargs = {k: v for k, v in cfg.model.kwargs.items() if k in takes}
+    dropped = sorted(set(cfg.model.kwargs) - takes)
+    if dropped:
+        print(f"  {model}: torchvision's class has its own {', '.join(dropped)} (the recipe's not applied)")
+    kwargs["image_size"] = cfg.data.kwargs["image_size"]
+    return [f"model.name={model}", f"model.kwargs={_yaml(kwargs)}"]
+
+
+def plan(models: list[str], base: list[str], quick: bool) -> dict[str, tuple[str, list[str]]]:
+    """Name -> (recipe, overrides) of each row to run; a vislab detector without a recipe yet is
+    skipped with a printed line."""
+    out = {}
+    for name in models:
+        if name in TORCHVISION:
+            recipe, model = TORCHVISION[name]
+            extra = _quick_width(recipe) if quick else []
+            out[name] = (recipe, extra + _torchvision_overrides(recipe, model, base + extra))
+        elif os.path.exists(os.path.join(RECIPES_DIR, f"{name}.yaml")):
+            out[name] = (name, _quick_width(name) if quick else [])
+        else:
+            print(f"  {name}: skipped (no recipe vislab/recipes/{name}.yaml yet)")
+    return out
+
+
+def _quick_width(recipe: str) -> list[str]:
+    """Narrow neck / head widths for ``--quick``: those of the recipe's keys in ``QUICK_WIDTH``."""
+    kwargs = load_config(recipe, []).model.kwargs
+    return [f"model.kwargs.{k}={_yaml(v)}" for k, v in QUICK_WIDTH.items() if k in kwargs]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def inference_ms(model: nn.Module, x: Tensor, passes: int = 3) -> float:
+    """Milliseconds per image, batch 1, postprocessing included: the best of ``passes`` passes over ``x``."""
+    device = x.device
+    detect_batches(model, x[:1], 1)                       # warm-up
+    best = math.inf
+    for _ in range(passes):
+        _sync(device)
+        t0 = time.perf_counter()
+        detect_batches(model, x, 1)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best / len(x)
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, ...], name: str) -> int | None:
+    """MACs of one scene (``vislab.analysis.summarize``), counted on a real forward pass of random
+    input: its meta-tensor pass would move tensors that are plain attributes (torchvision's
+    ``AnchorGenerator.cell_anchors``) to the meta device for good.  None (printed) if it fails."""
+    try:
+        return summarize(model, input_size, meta=False).macs
+    except Exception as e:  # noqa: BLE001  (a forward the counter cannot follow: say so in the column)
+        print(f"  {name}: MACs not counted ({type(e).__name__}: {e})"[:200])
+        return None
+
+
+def measure(name: str, recipe: str, overrides: list[str], out: str, device: str, infer_scenes: int) -> dict:
+    """Train ``recipe`` with ``overrides`` into ``OUT/runs/NAME``, evaluate it, time it: one row."""
+    from vislab.detection.scenes import make_scenes
+
+    cfg = load_config(recipe, overrides)
+    run_dir = os.path.join(out, "runs", re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
+    sgemm = measured_sgemm_gflops(best_of=3, n=1024)
+    res = train(cfg, run_dir, fresh=True, progress=False, log=lambda *a: None)
+    ev = evaluate(run_dir, device=device)
+    run = load_run(run_dir, device, which="best")
+    scene_cfg, opts = scene_options(run.info.extra["scenes"])
+    size = tuple(run.info.image_size)
+    test = make_scenes("test", min(infer_scenes, opts["test"]), scene_cfg, opts["seed"], run.config.data.root)
+    x = run.norm.from_uint8(test.images, run.device)
+    macs = count_macs(run.model, (run.info.in_chans, *size), name)
+    n_train = min(opts["train"], cfg.data.limit_train or opts["train"])
+    ms = inference_ms(run.model, x)
+    coco = ev["coco"]
+    return {"name": name, "recipe": recipe, "model": cfg.model.name, "overrides": overrides,
+            **{k: coco[v] for k, v in COCO_KEYS.items()}, "AR100": coco.get("AR100"),
+            "test_scenes": ev["num_images"], "test_objects": ev["num_objects"], "image_size": list(size),
+            "params": sum(p.numel() for p in run.model.parameters()), "macs": macs,
+            "epochs": cfg.train.epochs, "train_scenes": n_train, "train_s": res.train_time_s,
+            "train_img_s": n_train * cfg.train.epochs / res.train_time_s, "infer_ms": ms, "fps": 1e3 / ms,
+            "infer_scenes": len(x), "sgemm_gflops": sgemm, "threads": torch.get_num_threads(),
+            "device": str(run.device) if run.device.type != "cuda" else torch.cuda.get_device_name(run.device),
+            "run_dir": run_dir}
+
+
+def collect(rows_plan: dict[str, tuple[str, list[str]]], base: list[str], out: str, reuse: bool, device: str,
+            infer_scenes: int) -> list[dict]:
+    """Each planned row measured (or, with ``reuse``, read from ``OUT/NAME.json``)."""
+    rows, t0 = [], time.perf_counter()
+    for name, (recipe, overrides) in rows_plan.items():
+        path = os.path.join(out, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".json")
+        if reuse and os.path.exists(path):
+            with open(path) as f:
+                rows.append(json.load(f))
+            print(f"  {name}: reused {path}", flush=True)
+            continue
+        try:
+            row = measure(name, recipe, base + overrides, out, device, infer_scenes)
+        except Exception as e:  # noqa: BLE001  (one broken detector must not cost the others their turn)
+            print(f"  {name}: FAILED: {type(e).__name__}: {e}", flush=True)
+            continue
+        atomic_write_text(path, json.dumps(row, indent=1))
+        rows.append(row)
+        print(f"  {name}: AP {row['AP']:.3f} AP50 {row['AP50']:.3f} after {row['train_s']:.0f} s of training "
+              f"({(time.perf_counter() - t0) / 60:.1f} min so far)", flush=True)
+    return rows
+
+
+def read_two_stage(path: str) -> list[dict]:
+    """Rows of the two-stage benchmark: a JSON list of rows or a ``{name: row}`` mapping."""
+    with open(path) as f:
+        data = json.load(f)
+    rows = [{"name": k, **v} for k, v in data.items()] if isinstance(data, dict) else list(data)
+    for r in rows:
+        if "name" not in r or "AP" not in r:
+            raise ValueError(f"{path}: every two-stage row needs at least 'name' and 'AP' (got keys {sorted(r)})")
+        r["source"] = path
+    return rows
+
+
+# ----------------------------------------------------------------------------- the table and plot
+
+def _f(v, fmt: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def print_table(rows: list[dict], sgemm: float) -> None:
+    print(f"{'detector':31s} {'AP':>6s} {'AP50':>6s} {'AP75':>6s} {'APs':>6s} {'APm':>6s} {'APl':>6s} "
+          f"{'params':>8s} {'GMACs':>7s} {'train s':>8s} {'img/s':>7s} {'ms/img':>7s} {'fps':>7s}  "
+          f"(sgemm {sgemm:.0f} GFLOP/s)")
+    for r in rows:
+        macs = "n/a" if r.get("macs") is None else f"{r['macs'] / 1e9:.3f}"
+        params = "-" if r.get("params") is None else f"{r['params'] / 1e6:.2f}M"
+        name = r["name"] + (" (read)" if "source" in r else "")
+        print(f"{name:31s} {_f(r.get('AP'), '6.3f')} {_f(r.get('AP50'), '6.3f')} {_f(r.get('AP75'), '6.3f')} "
+              f"{_f(r.get('APs'), '6.3f')} {_f(r.get('APm'), '6.3f')} {_f(r.get('APl'), '6.3f')} {params:>8s} "
+              f"{macs:>7s} {_f(r.get('train_s'), '8.1f')} {_f(r.get('train_img_s'), '7.1f')} "
+              f"{_f(r.get('infer_ms'), '7.2f')} {_f(r.get('fps'), '7.1f')}")
+    if rows and "test_scenes" in rows[0]:
+        r = rows[0]
+        print(f"scenes {r['image_size'][0]}x{r['image_size'][1]}: {r['train_scenes']} training x {r['epochs']} "
+              f"epochs, {r['test_scenes']} test; inference batch 1 on {r['infer_scenes']} scenes, {r['device']}, "
+              f"{r['threads']} threads; APs/APm/APl -1 where no object of that size")
+
+
+def goals(rows: list[dict]) -> None:
+    """The issue's goals, each with the figures that decide it."""
+    by = {r["name"]: r for r in rows}
+    for ours, theirs in (("retinanet", "tv-retinanet"), ("ssd", "tv-ssd")):
+        if ours in by and theirs in by:
+            a, b = by[ours], by[theirs]
+            print(f"goal {ours} vs torchvision's, same backbone and budget: AP {a['AP']:.3f} vs {b['AP']:.3f} "
+                  f"({100 * (a['AP'] - b['AP']):+.1f} points; goal >= -1), training {a['train_img_s']:.1f} vs "
+                  f"{b['train_img_s']:.1f} images/s ({a['train_img_s'] / b['train_img_s']:.2f}x; goal >= 1)")
+    one_stage = [r for r in rows if r["name"] in VISLAB]
+    if one_stage:
+        best = max(one_stage, key=lambda r: r["AP50"])
+        print(f"goal best one-stage AP50 >= 0.80: {best['name']} {best['AP50']:.3f}")
+
+
+def plot(rows: list[dict], path: str) -> str:
+    """Box AP against inference ms per image (log x), one labelled point per detector."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    placed: list[tuple[float, float]] = []
+    kinds = {"vislab": "C0", "torchvision": "C1", "two-stage (read)": "C2"}
+    for r in rows:
+        if r.get("infer_ms") is None:
+            continue
+        kind = "two-stage (read)" if "source" in r else "torchvision" if r["name"].startswith("tv-") else "vislab"
+        x, y = r["infer_ms"], r["AP"]
+        ax.scatter(x, y, color=kinds[kind], label=kind)
+        near = sum(abs(math.log10(x / px)) < 0.08 and abs(y - py) < 0.02 for px, py in placed)
+        placed.append((x, y))
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(4, 3 - 10 * near), fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_xlabel("inference ms per image, batch 1, postprocessing included (log scale)")
+    ax.set_ylabel("COCO box AP (test scenes)")
+    ax.set_title("Detectors on generated scenes: accuracy against inference time")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=None,
+                   help=f"rows to run (default: all of {', '.join([*VISLAB, *TORCHVISION])})")
+    p.add_argument("--epochs", type=int, help="epochs of every model (default: the recipes')")
+    p.add_argument("--train-scenes", type=int, help="training scenes of every model (default: the recipes')")
+    p.add_argument("--ablation", action="store_true", help="also RetinaNet with focal / bce / bce_hard_negatives")
+    p.add_argument("--two-stage", metavar="ROWS.json", help="rows of the two-stage benchmark to add to the table")
+    p.add_argument("--out", default="runs/bench_detectors", help="per-row JSON results and run directories")
+    p.add_argument("--reuse", action="store_true", help="keep the rows already measured in --out")
+    p.add_argument("--images-dir", default="docs/images", help="where the plot goes on a full run ('' for none)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: the engine trains and evaluates every row there")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 64 training scenes, 1 epoch, 24 test scenes, narrow models")
+    args = p.parse_args(argv)
+    models = args.models or [*VISLAB, *TORCHVISION]
+    unknown = set(models) - set(VISLAB) - set(TORCHVISION)
+    if unknown:
+        p.error(f"--models: unknown {', '.join(sorted(unknown))}; choose among {', '.join([*VISLAB, *TORCHVISION])}")
+    if os.path.exists(os.path.join(RECIPES_DIR, "yolov3.yaml")):
+        import importlib
+        try:                               # its model registers itself when imported
+            importlib.import_module("vislab.detection.yolov3")
+        except ImportError:
+            pass
+    base = [f"seed={args.seed}", f"device={args.device}"]
+    if args.quick:
+        base += QUICK
+    if args.epochs:
+        base.append(f"train.epochs={args.epochs}")
+    if args.train_scenes:
+        base.append(f"data.limit_train={args.train_scenes}")
+    os.makedirs(args.out, exist_ok=True)
+    sgemm = measured_sgemm_gflops(best_of=5)
+    print(f"sgemm: {sgemm:.0f} GFLOP/s fp32 (2048x2048, {torch.get_num_threads()} threads), torch {torch.__version__}, "
+          f"device {args.device}", flush=True)
+    infer_scenes = 8 if args.quick else INFER_SCENES
+    rows = collect(plan(models, base, args.quick), base, args.out, args.reuse, args.device, infer_scenes)
+    if args.two_stage:
+        rows += read_two_stage(args.two_stage)
+    print()
+    print_table(rows, sgemm)
+    goals(rows)
+    result = {"detectors": rows}
+    if args.ablation:
+        focal = next((r for r in rows if r["name"] == "retinanet"), None)   # the recipe's loss is focal
+        ablation_plan = {f"retinanet ({loss})": ("retinanet", [*(_quick_width("retinanet") if args.quick else []),
+                                                               f"model.kwargs.cls_loss={loss}"])
+                         for loss in CLS_LOSSES if not (focal and loss == "focal")}
+        ablation = ([{**focal, "name": "retinanet (focal)"}] if focal else []) + collect(
+            ablation_plan, base, args.out, args.reuse, args.device, infer_scenes)
+        print("\nfocal-loss ablation: RetinaNet, same budget, only model.kwargs.cls_loss differs")
+        print_table(ablation, sgemm)
+        result["ablation"] = ablation
+    if args.images_dir and not args.quick and args.models is None:
+        print("plot:", plot(rows, os.path.join(args.images_dir, "detectors_ap_vs_time.png")))
+    return result
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"total {time.perf_counter() - t0:.0f}s")
