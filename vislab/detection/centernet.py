@@ -179,12 +179,7 @@ class CenterNet(nn.Module):
             raise UserError(f"model.kwargs.strides {list(strides)} must increase, finest (the output stride) first")
         self.num_classes = num_classes
         self.backbone = BackboneFeatures(backbone, in_chans, **(backbone_kwargs or {}))
-        red = self.backbone.reductions
-        missing = [s for s in strides if s not in red]
-        if missing:
-            raise UserError(f"stride {missing[0]} is not one of {backbone}'s stages {sorted(set(red))}: "
-                            "choose model.kwargs.strides among them")
-        self.stage_ids = [max(i for i, r in enumerate(red) if r == s) for s in strides]
+        self.stage_ids = self.backbone.stages_at(strides, backbone)
         self.stride = strides[0]
         self.neck = UpsampleNeck([self.backbone.channels[i] for i in self.stage_ids], neck_chs)
         self.head = CenterNetHead(neck_chs, head_chs, num_classes, prior_prob)

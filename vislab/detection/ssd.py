@@ -220,13 +220,7 @@ class SSD(nn.Module):
             raise UserError(f"model.kwargs.min_ratio {min_ratio} and max_ratio {max_ratio}: need 0 < min <= max")
         self.num_classes = num_classes
         self.backbone = BackboneFeatures(backbone, in_chans, **(backbone_kwargs or {}))
-        red = self.backbone.reductions
-        self.stage_ids = []
-        for s in strides:
-            if s not in red:
-                raise UserError(f"stride {s} is not one of {backbone}'s stages {sorted(set(red))}: "
-                                "choose model.kwargs.strides among them")
-            self.stage_ids.append(max(i for i, r in enumerate(red) if r == s))
+        self.stage_ids = self.backbone.stages_at(strides, backbone)
         in_chs = [self.backbone.channels[i] for i in self.stage_ids]
         self.extras = ExtraLayers(in_chs[-1], extra_chs)
         self.box_generator = DefaultBoxGenerator([list(r) for r in aspect_ratios], min_ratio, max_ratio)

@@ -30,13 +30,8 @@ class _Features(nn.Module):
 
     def __init__(self, backbone: BackboneFeatures, strides: Sequence[int], neck: str, neck_chs) -> None:
         super().__init__()
-        red = backbone.reductions
-        missing = [s for s in strides if s not in red]
-        if missing:
-            raise ValueError(f"strides {missing} are not stages of the backbone {sorted(set(red))}: torchvision's "
-                             "detectors here take backbone strides only (no extra FPN levels)")
         self.backbone = backbone
-        self.stage_ids = [max(i for i, r in enumerate(red) if r == s) for s in strides]
+        self.stage_ids = backbone.stages_at(strides)      # backbone strides only: no extra FPN levels here
         in_chs = [backbone.channels[i] for i in self.stage_ids]
         if neck == "fpn":
             self.neck: nn.Module = FPN(in_chs, neck_chs)

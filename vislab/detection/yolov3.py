@@ -274,13 +274,7 @@ class YOLOv3(nn.Module):
             raise UserError(f"model.kwargs.strides {list(strides)} must increase, finest first")
         self.num_classes = num_classes
         self.backbone = BackboneFeatures(backbone, in_chans, **(backbone_kwargs or {}))
-        red = self.backbone.reductions
-        self.stage_ids = []
-        for s in strides:
-            if s not in red:
-                raise UserError(f"stride {s} is not one of {backbone}'s stages {sorted(set(red))}: "
-                                "choose model.kwargs.strides among them")
-            self.stage_ids.append(max(i for i, r in enumerate(red) if r == s))
+        self.stage_ids = self.backbone.stages_at(strides, backbone)
         self.strides = list(strides)
         self.register_buffer("anchors", anchors_t[torch.argsort(anchors_t.prod(1))])
         self.neck = ConcatNeck([self.backbone.channels[i] for i in self.stage_ids], neck_chs)

@@ -52,6 +52,17 @@ class BackboneFeatures(nn.Module):
         for m in dict.fromkeys(self.modules_):
             body.get_submodule(m).register_forward_hook(self._keep(m))
 
+    def stages_at(self, strides: Sequence[int], name: str = "the backbone") -> list[int]:
+        """For each stride, the index of the last returned map with that reduction (a detector's
+        pyramid levels); a stride no stage has is refused in one line naming those it has."""
+        out = []
+        for s in strides:
+            if s not in self.reductions:
+                raise UserError(f"stride {s} is not one of {name}'s stages {sorted(set(self.reductions))}: "
+                                "choose model.kwargs.strides among them")
+            out.append(max(i for i, r in enumerate(self.reductions) if r == s))
+        return out
+
     def _keep(self, name: str):
         def hook(module: nn.Module, args, out: Tensor) -> None:
             self._outs[name] = out
