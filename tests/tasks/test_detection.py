@@ -100,3 +100,6 @@ def test_user_mistakes(run_cli, tmp_path):
     assert code == 2 and "retinanet" in err
     code, _, err = run_cli("train", "retinanet", "--run-dir", tmp_path / "c", "--set", "model.kwargs.cls_loss=ce", *few)
     assert code == 2 and "cls_loss" in err
+    # a model's own refusal reaches the user as it is, not wrapped as "does not take these arguments"
+    code, _, err = run_cli("train", "yolov3", "--run-dir", tmp_path / "d", "--set", "model.kwargs.anchors=[[1, 2]]", *few)
+    assert code == 2 and err.strip().endswith("got [(1, 2)]") and "does not take" not in err and len(err.strip().splitlines()) == 1

@@ -150,6 +150,8 @@ def create_kind_model(cfg: Config, kind: str, task: str, num_classes: int, in_ch
     cfg.model.kwargs = kwargs = {**default_kwargs(name), **cfg.model.kwargs, **fixed}
     try:
         return create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except UserError:                  # the model's own one-line refusal says it best
+        raise
     except (TypeError, ValueError) as e:
         raise UserError(f"model {name!r} does not take these arguments ({e}); check model.kwargs") from None
 
