@@ -60,14 +60,14 @@ import math
 import os
 import re
 import time
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import measured_sgemm_gflops
+from benchmarks.common import measured_rows, measured_sgemm_gflops
 from vislab.analysis import summarize
 from vislab.config import load_config
-from vislab.io import atomic_write_text
 from vislab.models.registry import default_kwargs
 from vislab.tasks import load_run
 from vislab.tasks.detection import detect_batches, scene_options
@@ -195,24 +195,11 @@ def measure(name: str, recipe: str, overrides: list[str], out: str, device: str,
 def collect(rows_plan: dict[str, tuple[str, list[str]]], base: list[str], out: str, reuse: bool, device: str,
             infer_scenes: int) -> list[dict]:
     """Each planned row measured (or, with ``reuse``, read from ``OUT/NAME.json``)."""
-    rows, t0 = [], time.perf_counter()
-    for name, (recipe, overrides) in rows_plan.items():
-        path = os.path.join(out, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".json")
-        if reuse and os.path.exists(path):
-            with open(path) as f:
-                rows.append(json.load(f))
-            print(f"  {name}: reused {path}", flush=True)
-            continue
-        try:
-            row = measure(name, recipe, base + overrides, out, device, infer_scenes)
-        except Exception as e:  # noqa: BLE001  (one broken detector must not cost the others their turn)
-            print(f"  {name}: FAILED: {type(e).__name__}: {e}", flush=True)
-            continue
-        atomic_write_text(path, json.dumps(row, indent=1))
-        rows.append(row)
-        print(f"  {name}: AP {row['AP']:.3f} AP50 {row['AP50']:.3f} after {row['train_s']:.0f} s of training "
-              f"({(time.perf_counter() - t0) / 60:.1f} min so far)", flush=True)
-    return rows
+    jobs = [(name, os.path.join(out, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".json"),
+             partial(measure, name, recipe, base + overrides, out, device, infer_scenes))
+            for name, (recipe, overrides) in rows_plan.items()]
+    return measured_rows(jobs, reuse, lambda r: f"AP {r['AP']:.3f} AP50 {r['AP50']:.3f} after {r['train_s']:.0f} s "
+                                               "of training")
 
 
 def read_two_stage(path: str) -> list[dict]:

@@ -41,14 +41,14 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from benchmarks.common import measured_sgemm_gflops
+from benchmarks.common import measured_rows, measured_sgemm_gflops
 from vislab.analysis import fuse_bn, summarize
 from vislab.config import Config, apply_override
-from vislab.io import atomic_write_text
 from vislab.models import create_model
 
 GOAL = 0.91                      # the bar: a plain two-layer CNN reaches about 92%
@@ -245,23 +245,9 @@ def train_zoo(members: list[Member], out: str, reuse: bool, limit_train: int | N
     os.makedirs(out, exist_ok=True)
     print(f"training: Fashion-MNIST, one recipe ({' '.join(RECIPE)}), epochs per member below; "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}")
-    rows, t0 = [], time.perf_counter()
-    for m in members:
-        path = os.path.join(out, f"{m.name}.json")
-        if reuse and os.path.exists(path):
-            with open(path) as f:
-                rows.append(json.load(f))
-            print(f"  {m.family}: reused {path}", flush=True)
-            continue
-        try:
-            row = train_member(m, out, limit_train, epochs, test_images, device)
-        except Exception as e:            # one broken member must not cost the others their turn
-            print(f"  {m.family}: {m.name} FAILED: {type(e).__name__}: {e}", flush=True)
-            continue
-        atomic_write_text(path, json.dumps(row, indent=1))
-        rows.append(row)
-        print(f"  {m.family}: {m.name} test top-1 {row['test_top1']:.4f} after {row['train_s']:.0f} s "
-              f"({(time.perf_counter() - t0) / 60:.1f} min so far)", flush=True)
+    jobs = [(f"{m.family}: {m.name}", os.path.join(out, f"{m.name}.json"),
+             partial(train_member, m, out, limit_train, epochs, test_images, device)) for m in members]
+    rows = measured_rows(jobs, reuse, lambda r: f"test top-1 {r['test_top1']:.4f} after {r['train_s']:.0f} s")
     print()
     print_table(rows)
     print()

@@ -22,6 +22,31 @@ def measured_sgemm_gflops(best_of: int, n: int = 2048) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def measured_rows(jobs, reuse: bool, summary) -> list[dict]:
+    """Each job's row, measured and saved as soon as it is, or read back with ``reuse``.
+
+    ``jobs``: ``(label, path, measure)`` triples; ``measure()`` returns the row, written
+    atomically to ``path`` (a JSON file).  One job that fails is reported and skipped, so that it
+    does not cost the others their turn.  ``summary(row)`` is the progress line's figure."""
+    from vislab.io import atomic_write_text
+    rows, t0 = [], time.perf_counter()
+    for label, path, measure in jobs:
+        if reuse and os.path.exists(path):
+            with open(path) as f:
+                rows.append(json.load(f))
+            print(f"  {label}: reused {path}", flush=True)
+            continue
+        try:
+            row = measure()
+        except Exception as e:  # noqa: BLE001  (one broken job must not cost the others their turn)
+            print(f"  {label}: FAILED: {type(e).__name__}: {e}", flush=True)
+            continue
+        atomic_write_text(path, json.dumps(row, indent=1))
+        rows.append(row)
+        print(f"  {label}: {summary(row)} ({(time.perf_counter() - t0) / 60:.1f} min so far)", flush=True)
+    return rows
+
+
 def train_and_evaluate(recipe: str, overrides: list[str], run_dir: str, device: str = "cpu",
                        reuse: bool = False) -> tuple[dict, float]:
     """``vislab train RECIPE --set ...`` into ``run_dir`` then ``vislab evaluate``; returns

@@ -1,4 +1,4 @@
-"""A detector overfits a handful of generated scenes: the shared check of every detector's tests."""
+"""Shared checks of every detector's tests: it overfits a handful of generated scenes, and its detections are well formed."""
 
 from __future__ import annotations
 
@@ -29,3 +29,15 @@ def overfit_ap50(model: nn.Module, steps: int, lr: float = 3e-3, num_scenes: int
         dets = model.eval()(x)
     gt, results = coco_files(scenes.targets, dets, scenes.categories, (64, 64))
     return pycocotools_eval(gt, results).stats[1]
+
+
+def check_detections(d: dict, most: int, least: int = 1, width: int = 80, height: int = 64,
+                     num_classes: int = 3, score_thresh: float = 0.05) -> None:
+    """One image's detections as every detector returns them: ``least``..``most`` boxes with as
+    many scores and labels, scores sorted and above the threshold, boxes inside the image,
+    labels int64 in ``0..num_classes-1``."""
+    assert least <= len(d["boxes"]) <= most and len(d["boxes"]) == len(d["scores"]) == len(d["labels"])
+    assert (d["scores"][:-1] >= d["scores"][1:]).all() and (d["scores"] > score_thresh).all()
+    b = d["boxes"]
+    assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= width).all() and (b[:, 3] <= height).all()
+    assert d["labels"].dtype == torch.int64 and ((d["labels"] >= 0) & (d["labels"] < num_classes)).all()

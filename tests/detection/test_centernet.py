@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.detection.overfit import overfit_ap50
+from tests.detection.overfit import check_detections, overfit_ap50
 from vislab.detection.centernet import CenterNet, centernet_loss
 from vislab.errors import UserError
 
@@ -101,12 +101,8 @@ def test_inference_limits_sorts_and_clips():
         dets = model(torch.randn(3, 3, 64, 80))
     assert len(dets) == 3
     for d in dets:
-        assert 0 < len(d["boxes"]) <= 7 and len(d["boxes"]) == len(d["scores"]) == len(d["labels"])
-        assert (d["scores"][:-1] >= d["scores"][1:]).all() and (d["scores"] > 0.05).all()
-        b = d["boxes"]
-        assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= 80).all() and (b[:, 3] <= 64).all()
-        assert (b[:, 0] == 0).any() or (b[:, 2] == 80).any()         # the clipping did something
-        assert d["labels"].dtype == torch.int64 and ((d["labels"] >= 0) & (d["labels"] < 3)).all()
+        check_detections(d, most=7)
+        assert (d["boxes"][:, 0] == 0).any() or (d["boxes"][:, 2] == 80).any()    # the clipping did something
     model.score_thresh = 0.999
     with torch.no_grad():
         assert all(len(d["scores"]) == 0 for d in model(torch.randn(1, 3, 64, 64)))

@@ -202,6 +202,21 @@ def resolve_scene_options(kwargs: Mapping, defaults: Mapping, what: str, **fixed
     return SceneConfig(**fields, **fixed), opts
 
 
+def task_scenes(data, task: str, config: SceneConfig, opts: Mapping,
+                val_indices=None) -> tuple[SceneSet, SceneSet]:
+    """The training and validation scenes of a task that generates its images (``data``: the
+    run's ``data`` section; ``data.limit_train`` keeps the first training scenes), with the
+    one-line refusals of another data set and of ``--folds`` (the scenes have their own val split)."""
+    if data.name != "scenes":
+        raise UserError(f"the {task} task generates its images: set data.name: scenes (not "
+                        f"{data.name!r}) and the scene options in data.kwargs")
+    if val_indices is not None:
+        raise UserError(f"cross-validation (--folds) is not available for {task}; it has its own val scenes")
+    n_train = min(opts["train"], data.limit_train or opts["train"])
+    return (make_scenes("train", n_train, config, opts["seed"], data.root),
+            make_scenes("val", opts["val"], config, opts["seed"], data.root))
+
+
 def semantic_maps(scenes: SceneSet, min_alpha: float = 0.0, void: int = 255) -> Tensor:
     """Class maps ``(N, H, W)`` uint8 of the scenes: 0 for background, ``label + 1`` where an
     object of that label is visible (instances of one class merge: semantic segmentation).

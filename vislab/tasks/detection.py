@@ -27,7 +27,12 @@ from vislab.data.formats import load_image
 from vislab.data.info import DataInfo, Normalization
 from vislab.detection import centernet, retinanet, ssd, tv_detection, yolov3  # noqa: F401  (registers the detection models)
 from vislab.detection.detect import coco_files, draw_detections
-from vislab.detection.scenes import SceneSet, make_scenes, resolve_scene_options
+from vislab.detection.scenes import (
+    SceneSet,
+    make_scenes,
+    resolve_scene_options,
+    task_scenes,
+)
 from vislab.errors import UserError
 from vislab.io import atomic_write_text
 from vislab.metrics.detection import evaluate_detections
@@ -102,15 +107,8 @@ class DetectionTask:
 
     def build_data(self, cfg: Config, device: torch.device, val_indices: np.ndarray | None = None) -> DataBundle:
         """Train and val scenes as normalised tensors with padded targets (:func:`pad_targets`)."""
-        if cfg.data.name != "scenes":
-            raise UserError(f"the detection task generates its images: set data.name: scenes (not "
-                            f"{cfg.data.name!r}) and the scene options in data.kwargs")
-        if val_indices is not None:
-            raise UserError("cross-validation (--folds) is not available for detection; it has its own val scenes")
         config, opts = scene_options(cfg.data.kwargs)
-        n_train = min(opts["train"], cfg.data.limit_train or opts["train"])
-        train = make_scenes("train", n_train, config, opts["seed"], cfg.data.root)
-        val = make_scenes("val", opts["val"], config, opts["seed"], cfg.data.root)
+        train, val = task_scenes(cfg.data, "detection", config, opts, val_indices)
         x = train.images.float() / 255
         norm = Normalization(tuple(x.mean((0, 2, 3)).tolist()),
                              tuple(max(s, 1e-6) for s in x.std((0, 2, 3)).tolist()))

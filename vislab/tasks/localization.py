@@ -28,8 +28,7 @@ from vislab.detection.localization import (
     scene_options,
     scene_tensors,
 )
-from vislab.detection.scenes import make_scenes
-from vislab.errors import UserError
+from vislab.detection.scenes import make_scenes, task_scenes
 from vislab.io import atomic_write_text
 from vislab.metrics.classification import classification_report
 from vislab.metrics.detection import evaluate_detections
@@ -47,15 +46,8 @@ class LocalizationTask:
     def build_data(self, cfg: Config, device: torch.device, val_indices: np.ndarray | None = None) -> DataBundle:
         """Train and val scenes (one object each) as normalised tensors with ``(N, 5)`` targets
         (label, then the box as fractions of the image)."""
-        if cfg.data.name != "scenes":
-            raise UserError(f"the localization task generates its images: set data.name: scenes (not "
-                            f"{cfg.data.name!r}) and the scene options in data.kwargs")
-        if val_indices is not None:
-            raise UserError("cross-validation (--folds) is not available for localisation; it has its own val scenes")
         config, opts = scene_options(cfg.data.kwargs)
-        n_train = min(opts["train"], cfg.data.limit_train or opts["train"])
-        train = make_scenes("train", n_train, config, opts["seed"], cfg.data.root)
-        val = make_scenes("val", opts["val"], config, opts["seed"], cfg.data.root)
+        train, val = task_scenes(cfg.data, "localization", config, opts, val_indices)
         (tx, ty, _), (vx, vy, _) = scene_tensors(train), scene_tensors(val)
         x = tx.float() / 255
         norm = Normalization(tuple(x.mean((0, 2, 3)).tolist()),
