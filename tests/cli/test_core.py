@@ -1,5 +1,6 @@
 """The core commands' output against independent references."""
 
+import pytest
 import torchvision
 
 
@@ -24,3 +25,11 @@ def test_data_check_reports_content_checksums(run_cli):
     assert code == 0
     assert "train: 60000 images" in out and "test: 10000 images" in out
     assert out.count(" ok (") == 4
+
+
+@pytest.mark.parametrize("kind,member", [("detection", "retinanet"), ("captioning", "show_tell"),
+                                         ("seq2seq", "seq2seq_lstm"), ("segmentation", "fcn8s")])
+def test_models_of_every_kind_are_listed(run_cli, kind, member):
+    # the kinds registered by task modules (detectors, captioners) once printed nothing
+    code, out, _ = run_cli("models", "--kind", kind)
+    assert code == 0 and member in out.split()

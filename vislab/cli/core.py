@@ -211,7 +211,7 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from vislab.detection import centernet, retinanet, ssd, tv_detection, yolov3  # noqa: F401  (register the detection models)
+    import vislab.tasks  # noqa: F401  (each task registers the models of its kind: detectors, captioners...)
     from vislab.models import list_models, model_family
     names = list_models(args.pattern, None if args.kind == "all" else args.kind)
     if not args.table:
