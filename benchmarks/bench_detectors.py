@@ -111,13 +111,14 @@ def _torchvision_overrides(recipe: str, model: str, base: list[str]) -> list[str
     return [f"model.name={model}", f"model.kwargs={_yaml(kwargs)}"]
 
 
-def plan(models: list[str], base: list[str], quick: bool) -> dict[str, tuple[str, list[str]]]:
-    """Name -> (recipe, overrides) of each row to run; a vislab detector without a recipe yet is
-    skipped with a printed line."""
+def plan(models: list[str], base: list[str], quick: bool,
+         torchvision: dict[str, tuple[str, str]] = TORCHVISION) -> dict[str, tuple[str, list[str]]]:
+    """Name -> (recipe, overrides) of each row to run (``torchvision``: row name -> (the recipe it
+    copies, torchvision's model)); a vislab detector without a recipe yet is skipped with a printed line."""
     out = {}
     for name in models:
-        if name in TORCHVISION:
-            recipe, model = TORCHVISION[name]
+        if name in torchvision:
+            recipe, model = torchvision[name]
             extra = _quick_width(recipe) if quick else []
             out[name] = (recipe, extra + _torchvision_overrides(recipe, model, base + extra))
         elif os.path.exists(os.path.join(RECIPES_DIR, f"{name}.yaml")):
@@ -180,9 +181,11 @@ def measure(name: str, recipe: str, overrides: list[str], out: str, device: str,
     macs = count_macs(run.model, (run.info.in_chans, *size), name)
     n_train = min(opts["train"], cfg.data.limit_train or opts["train"])
     ms = inference_ms(run.model, x)
-    coco = ev["coco"]
+    coco, segm, pq = ev["coco"], ev.get("coco_segm") or {}, ev.get("panoptic") or {}
     return {"name": name, "recipe": recipe, "model": cfg.model.name, "overrides": overrides,
             **{k: coco[v] for k, v in COCO_KEYS.items()}, "AR100": coco.get("AR100"),
+            "mask_AP": segm.get("AP"), "mask_AP50": segm.get("AP50"),
+            **{k: pq.get(k) for k in ("pq", "sq", "rq", "pq_things", "pq_stuff") if pq},
             "test_scenes": ev["num_images"], "test_objects": ev["num_objects"], "image_size": list(size),
             "params": sum(p.numel() for p in run.model.parameters()), "macs": macs,
             "epochs": cfg.train.epochs, "train_scenes": n_train, "train_s": res.train_time_s,
@@ -221,16 +224,20 @@ def _f(v, fmt: str) -> str:
 
 
 def print_table(rows: list[dict], sgemm: float) -> None:
+    """The one table; a ``mask AP`` column when a row has one (Mask R-CNN)."""
+    masks = any(r.get("mask_AP") is not None for r in rows)
     print(f"{'detector':31s} {'AP':>6s} {'AP50':>6s} {'AP75':>6s} {'APs':>6s} {'APm':>6s} {'APl':>6s} "
-          f"{'params':>8s} {'GMACs':>7s} {'train s':>8s} {'img/s':>7s} {'ms/img':>7s} {'fps':>7s}  "
+          + ("mask AP " if masks else "")
+          + f"{'params':>8s} {'GMACs':>7s} {'train s':>8s} {'img/s':>7s} {'ms/img':>7s} {'fps':>7s}  "
           f"(sgemm {sgemm:.0f} GFLOP/s)")
     for r in rows:
         macs = "n/a" if r.get("macs") is None else f"{r['macs'] / 1e9:.3f}"
         params = "-" if r.get("params") is None else f"{r['params'] / 1e6:.2f}M"
         name = r["name"] + (" (read)" if "source" in r else "")
         print(f"{name:31s} {_f(r.get('AP'), '6.3f')} {_f(r.get('AP50'), '6.3f')} {_f(r.get('AP75'), '6.3f')} "
-              f"{_f(r.get('APs'), '6.3f')} {_f(r.get('APm'), '6.3f')} {_f(r.get('APl'), '6.3f')} {params:>8s} "
-              f"{macs:>7s} {_f(r.get('train_s'), '8.1f')} {_f(r.get('train_img_s'), '7.1f')} "
+              f"{_f(r.get('APs'), '6.3f')} {_f(r.get('APm'), '6.3f')} {_f(r.get('APl'), '6.3f')} "
+              + (f"{_f(r.get('mask_AP'), '7.3f')} " if masks else "")
+              + f"{params:>8s} {macs:>7s} {_f(r.get('train_s'), '8.1f')} {_f(r.get('train_img_s'), '7.1f')} "
               f"{_f(r.get('infer_ms'), '7.2f')} {_f(r.get('fps'), '7.1f')}")
     if rows and "test_scenes" in rows[0]:
         r = rows[0]

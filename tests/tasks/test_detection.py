@@ -1,6 +1,7 @@
 """The detection task end to end through the CLI (train each detection recipe briefly, evaluate,
 predict, detect, report), its eval.json against pycocotools on the files it writes, and the
-padded targets that carry variable numbers of boxes through the engine's tensor loader."""
+packed targets that carry variable numbers of boxes and the scenes' maps through the engine's
+tensor loader."""
 
 import json
 
@@ -22,20 +23,31 @@ RECIPES = {"retinanet": (["--set", "model.kwargs.fpn_chs=32"], {"train_cls", "tr
            "yolov3": (["--set", "model.kwargs.neck_chs=32"], {"train_box", "train_obj", "train_cls"})}
 
 
-def test_padded_targets_round_trip():
-    from vislab.tasks.detection import pad_targets, unpad_targets
+def test_packed_targets_round_trip():
+    from vislab.tasks.detection import pack_targets, unpack_targets
     targets = [{"boxes": torch.tensor([[1.0, 2, 3, 4], [5, 6, 7, 8.5]]), "labels": torch.tensor([3, 0])},
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
                {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([9])}]
-    padded = pad_targets(targets)
-    assert padded.shape == (3, 2, 5)
-    assert padded[1].eq(-1).all() and padded[2, 1].eq(-1).all()
-    assert padded[0, 1].tolist() == [0, 5, 6, 7, 8.5]
-    back = unpad_targets(padded)
-    for a, b in zip(targets, back):
+    instance = torch.zeros(3, 4, 5, dtype=torch.uint8)
+    instance[0, 0, :2], instance[0, 3, 4], instance[2, 1:3, 1:3] = 1, 2, 1
+    semantic = torch.randint(0, 7, (3, 4, 5))
+    packed = pack_targets(targets, [instance, semantic])
+    assert packed.shape == (3, 2 + 5 * 2 + 2 * 4 * 5) and packed.dtype == torch.float32
+    assert packed[:, :2].tolist() == [[2, 2]] * 3
+    assert packed[0, 7:12].tolist() == [0, 5, 6, 7, 8.5] and packed[1, 2:12].eq(-1).all()
+    back = unpack_targets(packed, (4, 5))
+    for a, b, inst, sem in zip(targets, back, instance, semantic):
         assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
-        assert b["labels"].dtype == torch.int64
-    assert pad_targets(targets[1:2]).shape == (1, 1, 5)
+        assert b["labels"].dtype == torch.int64 and b["semantic"].dtype == torch.int64
+        assert torch.equal(b["semantic"], sem)
+        assert b["masks"].dtype == torch.uint8 and b["masks"].shape == (len(a["labels"]), 4, 5)
+        for j, m in enumerate(b["masks"]):
+            assert torch.equal(m.bool(), inst == j + 1)
+    assert back[0]["masks"].sum() == 3 and back[2]["masks"].sum() == 4
+    boxes_only = unpack_targets(pack_targets(targets), (4, 5))   # no maps: no masks
+    assert pack_targets(targets).shape == (3, 12) and "masks" not in boxes_only[0]
+    assert torch.equal(boxes_only[0]["boxes"], targets[0]["boxes"])
+    assert set(unpack_targets(pack_targets(targets, [instance]), (4, 5))[0]) == {"boxes", "labels", "masks"}
 
 
 @pytest.fixture(scope="module", params=list(RECIPES))

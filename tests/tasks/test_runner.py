@@ -80,7 +80,7 @@ def test_load_run_gives_a_typed_run_equal_to_the_checkpoint(run_cli, tmp_path):
 
 def test_every_task_implements_the_protocol():
     assert list_tasks() == ["captioning", "classification", "detection", "generative", "localization", "metric",
-                            "segmentation", "seq2seq"]
+                            "panoptic", "segmentation", "seq2seq"]
     for name in list_tasks():
         assert isinstance(get_task(name), Task)
 

@@ -15,9 +15,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval-detections", help="COCO AP/AR of detections against COCO ground truth",
                        description="Prints pycocotools' twelve numbers (same rules, faster).")
     p.add_argument("gt", help="COCO ground-truth JSON (images, annotations, categories)")
-    p.add_argument("pred", help="COCO results JSON: a list of {image_id, category_id, bbox, score}")
-    p.add_argument("--iou-type", choices=["bbox"], default="bbox",
-                   help="what to compare: boxes (mask IoU comes with the segmentation module)")
+    p.add_argument("pred", help="COCO results JSON: a list of {image_id, category_id, bbox, score} "
+                                "(with --iou-type segm: a 'segmentation' RLE instead of or beside the bbox)")
+    p.add_argument("--iou-type", choices=["bbox", "segm"], default="bbox",
+                   help="what to compare: boxes (default) or masks (COCO RLE; mask AP)")
     p.add_argument("--per-class", action="store_true", help="also print AP and AP50 per category")
     p.add_argument("--voc", action="store_true",
                    help="also print Pascal VOC AP at IoU 0.5 per category (all-points and 11-point)")
@@ -54,8 +55,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _eval_detections(args: argparse.Namespace) -> int:
     from vislab.detection.formats import evaluate_coco_files
-    ev, report = evaluate_coco_files(args.gt, args.pred, per_category=args.per_class, voc=args.voc,
-                                     plot=args.plot, json_path=args.json, iou_type=args.iou_type)
+    if args.iou_type == "segm":
+        from vislab.detection.detect import evaluate_coco_segm_files
+        if args.voc:
+            raise UserError("--voc compares boxes only; drop it with --iou-type segm")
+        ev, report = evaluate_coco_segm_files(args.gt, args.pred, per_category=args.per_class, plot=args.plot,
+                                              json_path=args.json)
+    else:
+        ev, report = evaluate_coco_files(args.gt, args.pred, per_category=args.per_class, voc=args.voc,
+                                         plot=args.plot, json_path=args.json, iou_type=args.iou_type)
     print(ev.summary())
     if args.per_class:
         print(f"\n{'category':24s} {'AP':>7s} {'AP50':>7s}")
@@ -81,11 +89,13 @@ def _detect(args: argparse.Namespace) -> int:
     pyramid = PyramidConfig(scales=tuple(args.scales or defaults.scales), ratios=tuple(args.ratios or defaults.ratios))
     if args.image is not None:
         thr = 0.5 if args.score_thr is None else args.score_thr
-        det, classes, out = detect_image(args.run_dir, args.image, args.out, pyramid, args.conv, thr, args.nms_iou,
-                                         args.device)
+        det, classes, paths = detect_image(args.run_dir, args.image, args.out, pyramid, args.conv, thr,
+                                           args.nms_iou, args.device)
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
             print(f"{classes[label]:16s} {score:.3f}  box {' '.join(f'{v:.1f}' for v in box)}")
-        print(f"{len(det['boxes'])} detections drawn on {out}")
+        print(f"{len(det['boxes'])} detections drawn on {paths[0]}")
+        for path in paths[1:]:
+            print(f"panoptic map drawn on {path}")
         return 0
     thr = 0.05 if args.score_thr is None else args.score_thr
     report = evaluate_detector(args.run_dir, args.eval_scenes, args.time_scenes, pyramid, thr, args.nms_iou,
@@ -113,6 +123,10 @@ def add_make_scenes_args(parser: argparse.ArgumentParser) -> None:
                         help="objects per scene (default 2 6)")
     parser.add_argument("--scale", type=float, nargs=2, default=(1.0, 2.5), metavar=("MIN", "MAX"),
                         help="item size relative to its source size (default 1.0 2.5)")
+    parser.add_argument("--stuff", type=int, default=0, metavar="N",
+                        help="stuff classes: the background becomes regions of N distinct textures (sky, "
+                             "stripes, dots, checker, grass, bricks; at most 6), and SPLIT_panoptic.json + "
+                             "SPLIT/panoptic/*.png hold the panoptic ground truth (default 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--data-dir", help="folder with the source data set's files")
     parser.add_argument("--captions", action="store_true",
@@ -126,13 +140,16 @@ def run_make_scenes(args: argparse.Namespace) -> int:
     if args.captions and args.captions_per_image < 1:
         raise UserError(f"--captions-per-image {args.captions_per_image}: give at least 1")
     config = SceneConfig(source=args.source, image_size=parse_size(args.size, "--size"), objects=tuple(args.objects),
-                         scale=tuple(args.scale))
+                         scale=tuple(args.scale), stuff=args.stuff)
     counts = {"train": args.train, "val": args.val, "test": args.test}
     paths = make_scene_dataset(args.out, counts, config, args.seed, args.data_dir)
     for split, path in paths.items():
         with open(path) as f:
             coco = json.load(f)
         print(f"{split:5s}: {len(coco['images'])} scenes, {len(coco['annotations'])} objects -> {path}")
+        if args.stuff:
+            print(f"{split:5s}: panoptic ground truth, {args.stuff} stuff classes -> "
+                  f"{os.path.join(args.out, split + '_panoptic.json')}")
     if args.captions:
         from vislab.sequence.captions import write_captions
         for split in paths:

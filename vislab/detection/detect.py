@@ -1,23 +1,33 @@
 """Trained runs as detectors (what ``vislab detect`` runs): a localisation run or a
-sliding-window classifier run, find the objects of an image, draw them, and evaluate on the
-run's test scenes with COCO's numbers (and, for sliding windows, the time of the explicit and
-of the convolutionalised window scoring)."""
+sliding-window classifier run, find the objects of an image, draw them (with their masks when
+the detector gives masks), and evaluate on the run's test scenes with COCO's numbers (and, for
+sliding windows, the time of the explicit and of the convolutionalised window scoring); and the
+COCO files of detections with masks, evaluated by ``vislab eval-detections --iou-type segm``."""
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vislab.detection.formats import DetectionSet, ImageAnnotations, dataset_to_coco
+from vislab.detection.formats import (
+    CocoGroundTruth,
+    DetectionSet,
+    ImageAnnotations,
+    _read_json,
+    dataset_to_coco,
+    parse_coco,
+)
 from vislab.detection.localization import decode_boxes
 from vislab.detection.localization import predict as localisation_predict
 from vislab.detection.scenes import load_scenes
@@ -28,9 +38,19 @@ from vislab.detection.sliding_window import (
     select,
 )
 from vislab.errors import UserError
-from vislab.io import atomic_write_bytes
+from vislab.io import atomic_write_bytes, atomic_write_text
 from vislab.io import read_image as io_read_image
-from vislab.metrics.detection import evaluate_detections
+from vislab.metrics.detection import (
+    BoxTable,
+    CocoEvaluation,
+    evaluate_detections,
+    evaluate_tables,
+)
+from vislab.metrics.masks import MASK_THRESHOLD, rle_area, rle_encode, rle_to_counts
+from vislab.report.plots import plot_pr_curves
+
+MASK_ALPHA = 0.45                # opacity of a drawn mask
+PER_DETECTION = ("boxes", "scores", "labels", "masks")
 
 if TYPE_CHECKING:
     from vislab.tasks.trained import TrainedRun
@@ -54,8 +74,7 @@ def as_detector(run: TrainedRun, pyramid: PyramidConfig = PyramidConfig(), conv:
     if hasattr(run.task, "detect"):                # a detector's task (RetinaNet): its own boxes, over score_thr
         def detect(image: Tensor) -> dict[str, Tensor]:
             det = run.task.detect(run, image)
-            keep = det["scores"] >= score_thr
-            return {k: v[keep] for k, v in det.items()}
+            return select_detections(det, det["scores"] >= score_thr)
         return Detector(run.task.name, list(info.classes), detect)
     if run.task.name == "localization":
         def localise(image: Tensor) -> dict[str, Tensor]:
@@ -75,6 +94,12 @@ def as_detector(run: TrainedRun, pyramid: PyramidConfig = PyramidConfig(), conv:
                     lambda image: windows(image, score_thr=score_thr, nms_iou=nms_iou))
 
 
+def select_detections(det: dict, keep: Tensor) -> dict:
+    """The detections where ``keep`` (a boolean mask or indices) holds: the per-detection
+    entries (:data:`PER_DETECTION`) indexed, per-image ones (a panoptic map) kept whole."""
+    return {k: (v[keep] if k in PER_DETECTION else v) for k, v in det.items()}
+
+
 def read_image(path: str) -> Tensor:
     """An image file as RGB ``(3, H, W)`` float in ``[0, 1]``."""
     return torch.from_numpy(io_read_image(path, "RGB")).permute(2, 0, 1).float() / 255
@@ -83,18 +108,33 @@ def read_image(path: str) -> Tensor:
 def draw_detections(image: Tensor, det: dict[str, Tensor], classes: Sequence[str], path: str,
                     min_side: int = 480) -> str:
     """Draw boxes with "label score" on the image (enlarged, pixels kept sharp, until its longer
-    side reaches ``min_side``) and write a PNG atomically."""
+    side reaches ``min_side``) and write a PNG atomically.  Boxes take their class's colour; with
+    ``masks`` ``(n, H, W)`` (probabilities at the image's size) each instance takes its own
+    colour instead, laid translucently over its pixels >= 0.5 and on its box."""
     from matplotlib import colormaps
     from PIL import Image, ImageDraw
 
     H, W = image.shape[-2:]
     zoom = max(1, math.ceil(min_side / max(H, W)))
-    arr = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    palette = colormaps["tab10"]
+    masks = det.get("masks")
+
+    def colour_of(n: int, label: int) -> tuple[int, ...]:
+        return tuple(int(255 * c) for c in palette((n if masks is not None else label) % 10)[:3])
+
+    rgb = image.float().expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1).clone()        # (H, W, 3)
+    if masks is not None:
+        if tuple(masks.shape[-2:]) != (H, W):
+            raise ValueError(f"masks of size {tuple(masks.shape[-2:])} for an image of size {(H, W)}")
+        for n, (m, label) in enumerate(zip(masks, det["labels"].tolist())):
+            on = m >= MASK_THRESHOLD
+            rgb[on] = rgb[on] * (1 - MASK_ALPHA) + torch.tensor(colour_of(n, label)) / 255 * MASK_ALPHA
+    arr = (rgb * 255).round().to(torch.uint8).numpy()
     im = Image.fromarray(arr).resize((W * zoom, H * zoom), Image.NEAREST)
     draw = ImageDraw.Draw(im)
-    palette = colormaps["tab10"]
-    for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
-        colour = tuple(int(255 * c) for c in palette(label % 10)[:3])
+    for n, (box, score, label) in enumerate(zip(det["boxes"].tolist(), det["scores"].tolist(),
+                                                det["labels"].tolist())):
+        colour = colour_of(n, label)
         x1, y1, x2, y2 = (v * zoom for v in box)
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=2)
         text = f"{classes[label]} {score:.2f}"
@@ -111,17 +151,96 @@ def draw_detections(image: Tensor, det: dict[str, Tensor], classes: Sequence[str
 def coco_files(targets: Sequence[dict], dets: Sequence[dict], classes: Sequence[str],
                size: tuple[int, int]) -> tuple[dict, list[dict]]:
     """Ground truth (a COCO dict, images ``1..N``) and detections (COCO results) of a set of
-    ``size`` images, for ``vislab eval-detections`` and pycocotools."""
+    ``size`` images, for ``vislab eval-detections`` and pycocotools.  Targets with ``masks``
+    write their ``segmentation`` (uncompressed RLE), detections with ``masks`` (probabilities
+    ``(n, H, W)`` or RLEs) theirs (compressed RLE of the pixels >= 0.5), for ``--iou-type segm``."""
     H, W = size
     ds = DetectionSet(list(classes), [ImageAnnotations(f"{i:06d}.png", W, H, t["boxes"], t["labels"],
-                                                       area=t.get("area"), image_id=i + 1)
+                                                       area=t.get("area"), masks=t.get("masks"), image_id=i + 1)
                                       for i, t in enumerate(targets)])
-    results = [{"image_id": i + 1, "category_id": ds.category_ids[int(label)],
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
-               for i, d in enumerate(dets)
-               for (x1, y1, x2, y2), score, label in zip(d["boxes"].tolist(), d["scores"].tolist(),
-                                                         d["labels"].tolist())]
+    results = []
+    for i, d in enumerate(dets):
+        masks = d["masks"] if "masks" in d else [None] * len(d["boxes"])
+        for (x1, y1, x2, y2), score, label, m in zip(d["boxes"].tolist(), d["scores"].tolist(),
+                                                     d["labels"].tolist(), masks):
+            r = {"image_id": i + 1, "category_id": ds.category_ids[int(label)],
+                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
+            if isinstance(m, Mapping):                       # an RLE already
+                r["segmentation"] = dict(m)
+            elif m is not None:
+                r["segmentation"] = rle_encode((m >= MASK_THRESHOLD).cpu().numpy())
+            results.append(r)
     return dataset_to_coco(ds), results
+
+
+def coco_segmentations(items: Sequence[Mapping], images: Mapping[Any, Mapping], what: str, source: str
+                       ) -> list[dict]:
+    """The RLE ``segmentation`` of each COCO annotation or result, checked: present, an RLE (not
+    a polygon) of its image's size (when the image gives ``height`` and ``width``)."""
+    out = []
+    for n, item in enumerate(items):
+        seg = item.get("segmentation") if isinstance(item, Mapping) else None
+        if seg is None:
+            raise UserError(f"{source}: {what} {n} has no 'segmentation'; --iou-type segm needs every "
+                            "mask as COCO RLE (or evaluate the boxes with --iou-type bbox)")
+        if not isinstance(seg, Mapping):
+            raise UserError(f"{source}: {what} {n} has a polygon segmentation; vislab reads masks as "
+                            "RLE only: convert the polygons with pycocotools.mask.frPyObjects")
+        try:
+            rle_to_counts(seg)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{source}: {what} {n}: 'segmentation' is not a valid RLE ({e}); fix the file") from None
+        im = images.get(item.get("image_id"), {})
+        if "height" in im and "width" in im and list(seg["size"]) != [im["height"], im["width"]]:
+            raise UserError(f"{source}: {what} {n} has a mask of size {list(seg['size'])} on image "
+                            f"{item['image_id']!r} of size {[im['height'], im['width']]}; masks must cover the image")
+        out.append(seg)
+    return out
+
+
+def coco_segm_tables(gt: Any, results: Any, gt_source: str = "<ground truth>", results_source: str = "<results>"
+                     ) -> tuple[CocoGroundTruth, BoxTable]:
+    """Ground truth (a COCO dict) and results (a list with ``segmentation`` RLEs) as tables for
+    mask evaluation: images and categories sorted by id (pycocotools' order), masks on both
+    tables, a detection's area its mask's (boxes are not read from the results)."""
+    truth = parse_coco(gt, gt_source).by_id()
+    images = {im["id"]: im for im in truth.images}
+    truth.table.masks = coco_segmentations(gt["annotations"], images, "annotation", gt_source)
+    if not isinstance(results, (list, tuple)):
+        raise UserError(f"{results_source}: COCO results must be a list of {{image_id, category_id, "
+                        "segmentation, score}}; did you pass a ground-truth file as the predictions?")
+    image_index = {im["id"]: n for n, im in enumerate(truth.images)}
+    cat_index = {c: k for k, c in enumerate(truth.category_ids)}
+    masks = coco_segmentations(results, images, "result", results_source)
+    try:
+        img = np.array([image_index[r["image_id"]] for r in results], np.int64)
+        cat = np.array([cat_index[r["category_id"]] for r in results], np.int64)
+        score = np.array([r["score"] for r in results], np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{results_source}: every result needs an 'image_id' and a 'category_id' of the ground "
+                        "truth, and a numeric 'score'; the results belong to another data set, or fix the file") from None
+    area = np.array([rle_area(m) for m in masks], np.float64)
+    return truth, BoxTable(img, cat, np.zeros((len(results), 4)), area, score=score, masks=masks)
+
+
+def evaluate_coco_segm_files(gt: str | os.PathLike, results: str | os.PathLike, per_category: bool = False,
+                             plot: str | None = None, json_path: str | None = None
+                             ) -> tuple[CocoEvaluation, dict]:
+    """``vislab eval-detections --iou-type segm``: COCO mask evaluation of a results file
+    against a ground-truth file, the report as :func:`vislab.detection.formats.evaluate_coco_files`
+    makes it (``coco``: the twelve numbers; ``per_category``; the PR curves at IoU 0.5 in ``plot``)."""
+    truth, dets = coco_segm_tables(_read_json(gt, "ground-truth file"), _read_json(results, "results file"),
+                                   os.fspath(gt), os.fspath(results))
+    precision, recall = evaluate_tables(truth.table, dets, len(truth.images), len(truth.category_ids), "segm")
+    ev = CocoEvaluation(precision, recall, truth.categories)
+    report: dict = {"gt": os.fspath(gt), "pred": os.fspath(results), "iou_type": "segm", "coco": ev.as_dict()}
+    if per_category:
+        report["per_category"] = ev.per_category()
+    if plot:
+        plot_pr_curves(ev.pr_curves(0.5), plot, "precision-recall of masks, IoU 0.5")
+    if json_path:
+        atomic_write_text(json_path, json.dumps(report, indent=2))
+    return ev, report
 
 
 def evaluate_sliding_window(run: TrainedRun, num_scenes: int | None = None, time_scenes: int = 5,

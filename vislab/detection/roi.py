@@ -26,12 +26,18 @@ boundary rules, so their outputs equal ``torchvision.ops.roi_pool`` / ``roi_alig
   outside ``[-1, H] x [-1, W]`` counts as 0, one inside is clamped to ``[0, H - 1] x [0, W - 1]``
   before interpolating; the adaptive grid is ``ceil(roi_size / output_size)`` per RoI and side.
 
-Both are plain tensor gathers, so autograd gives the gradients: to each bin's argmax for RoIPool,
-to the four neighbours with the bilinear weights for RoIAlign.  As in torchvision the boxes get
-no gradient.  The gather and the reduction are one ``F.embedding_bag`` over the map's cells
-(a "bag" is the cells of one output bin), vectorised over RoIs and bins; the only Python loop is
-over groups of RoIs with the same window size (RoIPool) or sampling grid (RoIAlign), so that a
-large RoI does not pad the bags of all the small ones.
+Both are plain tensor operations, so autograd gives the gradients: to each bin's argmax for
+RoIPool, to the four neighbours with the bilinear weights for RoIAlign.  As in torchvision the
+boxes get no gradient.  RoIPool's gather and max are one ``F.embedding_bag`` over the map's cells
+(a "bag" is the cells of one output bin), vectorised over RoIs and bins, looping only over groups
+of RoIs with the same window size, so that a large RoI does not pad the bags of all the small
+ones.  RoIAlign is separable: a sample's weight is its row weight times its column weight, and
+the mean over a bin's grid of samples is the mean over its rows times the mean over its columns.
+So each RoI is two small matrices, ``A_y`` (``out_h x H``: row ``i`` holds bin ``i``'s averaged
+bilinear weights on the map's rows) and ``A_x`` (``out_w x W``), and its output is
+``A_y @ map @ A_x^T`` per channel: two matrix products per image, forward and backward
+(gathering the four neighbours of every sample instead made the backward pass, a scatter of
+millions of rows, the largest cost of a two-stage detector's training step).
 
 With a feature pyramid (FPN, Lin et al. 2017) each RoI is pooled from one level, chosen by its
 size (:func:`assign_fpn_levels`, the paper's eq. 1), by :func:`multiscale_roi_align`.
@@ -75,24 +81,28 @@ def _pair(output_size: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
-def _prepare(input: Tensor, boxes: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def _prepare(input: Tensor, boxes: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """Check the input; return the RoIs in the dtype torchvision computes in (float32 for half
-    precision), detached, the row where each RoI's image starts in the table, and the table:
-    the map's cells as rows, ``(N * H * W + 1, C)``, cell ``(n, y, x)`` at row ``(n * H + y) * W + x``
-    and a last row of zeros, the padding of windows that are cut short."""
+    precision), detached, and each RoI's image index."""
     if input.ndim != 4:
         raise ValueError(f"input must be Tensor[N, C, H, W], got shape {tuple(input.shape)}")
     if not input.is_floating_point():
         raise TypeError(f"input must be a floating-point tensor, got {input.dtype}")
-    n, c, h, w = input.shape
+    n = input.shape[0]
     dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
     rois = convert_boxes_to_rois(boxes).detach().to(device=input.device, dtype=dtype)
     batch = rois[:, 0].long()
     if len(batch) and (int(batch.min()) < 0 or int(batch.max()) >= n):
         raise ValueError(f"RoI batch indices must lie in [0, {n - 1}] for a batch of {n}, "
                          f"got {int(batch.min())}..{int(batch.max())}")
-    table = torch.cat((input.movedim(1, -1).reshape(n * h * w, c), input.new_zeros(1, c))).to(dtype)
-    return rois, batch * (h * w), table
+    return rois, batch
+
+
+def _cell_table(input: Tensor, dtype: torch.dtype) -> Tensor:
+    """The map's cells as rows, ``(N * H * W + 1, C)``, cell ``(n, y, x)`` at row
+    ``(n * H + y) * W + x``, and a last row of zeros, the padding of windows that are cut short."""
+    n, c, h, w = input.shape
+    return torch.cat((input.movedim(1, -1).reshape(n * h * w, c), input.new_zeros(1, c))).to(dtype)
 
 
 def _round_half_away(x: Tensor) -> Tensor:
@@ -158,10 +168,11 @@ def roi_pool(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int |
     Returns ``Tensor[K, C, height, width]``.
     """
     out_h, out_w = _pair(output_size)
-    rois, base, table = _prepare(input, boxes)
+    rois, batch = _prepare(input, boxes)
     c, h, w = input.shape[1:]
     if len(rois) == 0:
         return input.new_zeros(0, c, out_h, out_w)
+    table, base = _cell_table(input, rois.dtype), batch * (h * w)
     x0, y0, x1, y1 = _round_half_away(rois[:, 1:] * spatial_scale).long().unbind(1)
     ys0, ys1 = _pool_bins(y0, y1, out_h, h, rois.dtype)              # (K, out_h)
     xs0, xs1 = _pool_bins(x0, x1, out_w, w, rois.dtype)              # (K, out_w)
@@ -225,7 +236,7 @@ def roi_align(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int 
     Returns ``Tensor[K, C, height, width]``.
     """
     out_h, out_w = _pair(output_size)
-    rois, base, table = _prepare(input, boxes)
+    rois, batch = _prepare(input, boxes)
     c, h, w = input.shape[1:]
     k = len(rois)
     if k == 0:
@@ -239,20 +250,29 @@ def roi_align(input: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int 
         grid_h = grid_w = torch.full((k,), sampling_ratio, device=rois.device)
     else:
         grid_h, grid_w = bin_h.ceil().clamp(min=0).long(), bin_w.ceil().clamp(min=0).long()
-    span = int(grid_w.max()) + 1
+    ay = _grouped(grid_h, lambda idx, g: _axis_weights(y0[idx], bin_h[idx], out_h, g, h))     # (K, out_h, H)
+    ax = _grouped(grid_w, lambda idx, g: _axis_weights(x0[idx], bin_w[idx], out_w, g, w))     # (K, out_w, W)
+    maps = input.to(rois.dtype)
 
-    def pool(idx: Tensor, key: int) -> Tensor:                      # RoIs that share a sampling grid
-        gh, gw = divmod(key, span)
-        kg = len(idx)
-        rows, wy = _neighbours(_sample_points(y0[idx], bin_h[idx], out_h, gh), h)      # (Kg, out_h * gh, 2)
-        cols, wx = _neighbours(_sample_points(x0[idx], bin_w[idx], out_w, gw), w)      # (Kg, out_w * gw, 2)
-        rows, wy = rows.view(kg, out_h, 1, 2 * gh, 1), wy.view(kg, out_h, 1, 2 * gh, 1)
-        cols, wx = cols.view(kg, 1, out_w, 1, 2 * gw), wx.view(kg, 1, out_w, 1, 2 * gw)
-        cells = base[idx, None, None, None, None] + rows * w + cols                     # (Kg, out_h, out_w, 2gh, 2gw)
-        return _reduce_bags(cells, table, wy * wx / max(gh * gw, 1))                    # the mean of the samples
+    def pool(idx: Tensor, n: int) -> Tensor:      # one image's RoIs: (ay @ map) @ ax^T, two matrix products
+        rows = ay[idx].reshape(-1, h) @ maps[n].transpose(0, 1).reshape(h, c * w)          # (Kn * out_h, C * W)
+        both = rows.view(len(idx), out_h * c, w) @ ax[idx].transpose(1, 2)                  # (Kn, out_h * C, out_w)
+        return both.view(len(idx), out_h, c, out_w).transpose(1, 2)
 
-    out = _grouped(grid_h * span + grid_w, pool)
-    return out.permute(0, 3, 1, 2).to(input.dtype).contiguous()
+    out = _grouped(batch, pool)
+    return out.to(input.dtype).contiguous()
+
+
+def _axis_weights(start: Tensor, bin_size: Tensor, bins: int, grid: int, size: int) -> Tensor:
+    """RoIAlign along one axis as a matrix, ``Tensor[K, bins, size]``: row ``i`` holds the mean,
+    over bin ``i``'s ``grid`` samples, of each sample's two bilinear weights on the cells below
+    and above it (all 0 where ``grid`` is 0)."""
+    k = len(start)
+    cells, weights = _neighbours(_sample_points(start, bin_size, bins, grid), size)     # (K, bins * grid, 2)
+    row = torch.arange(bins, device=start.device).repeat_interleave(grid)[:, None] * size   # (bins * grid, 1)
+    out = weights.new_zeros(k, bins * size)
+    out.scatter_add_(1, (row + cells).reshape(k, -1), weights.reshape(k, -1) / max(grid, 1))
+    return out.view(k, bins, size)
 
 
 def assign_fpn_levels(boxes: Tensor, k0: int = 4, canonical_size: float = 224, k_min: int = 2,

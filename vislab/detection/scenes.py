@@ -10,6 +10,16 @@ Splits never share a source image: test scenes use the source's test split, trai
 scenes two disjoint parts of its training split (a fixed partition, the same for every seed).
 Scene ``i`` of a split depends only on ``(seed, split, i)``, so asking for more scenes keeps
 the first ones.
+
+**Stuff** (``SceneConfig.stuff = S > 0``, for panoptic segmentation): the canvas is cut into 2-4
+Voronoi cells (as many as there are stuff classes at most), each filled with the texture of a
+distinct stuff class (:data:`STUFF_CLASSES`, the first ``S``: a smooth "sky", "stripes",
+"dots", "checker", "grass", "bricks"), each with its own hue, period and
+orientation drawn per scene.  ``SceneSet.stuff_maps`` holds the stuff class of every pixel no
+object covers.  Panoptic category ids run things ``0..K-1`` (the source's classes) then stuff
+``K..K+S-1``; a thing's instance id is its index in the instance map (``1..n``), stuff has
+instance id 0 (:meth:`SceneSet.panoptic_maps`).  ``S = 0`` draws exactly the scenes it always
+drew (the same random stream).
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ from vislab.io import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.1                 # of the source's training split, for val scenes
+STUFF_CLASSES = ("sky", "stripes", "dots", "checker", "grass", "bricks")
+NO_STUFF = 255                     # stuff map value under objects
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,8 @@ class SceneConfig:
         scale: item size relative to its source size, drawn uniformly in ``[min, max]``.
         max_truncation: largest fraction of an item's pixels that may fall off the canvas.
         max_occlusion: largest fraction of an object's pixels that later items may cover.
+        stuff: the number of stuff classes (0: the usual textured canvas; up to
+            ``len(STUFF_CLASSES)``): the background becomes regions of distinct textures.
     """
     source: str = "fashion_mnist"
     image_size: tuple[int, int] = (128, 128)
@@ -57,6 +71,7 @@ class SceneConfig:
     scale: tuple[float, float] = (1.0, 2.5)
     max_truncation: float = 0.4
     max_occlusion: float = 0.5
+    stuff: int = 0
 
     def __post_init__(self) -> None:
         (h, w), (lo, hi), (s0, s1) = self.image_size, self.objects, self.scale
@@ -68,6 +83,9 @@ class SceneConfig:
             raise UserError(f"item scale {s0}..{s1}: need 0 < min <= max")
         if not (0 <= self.max_truncation < 1 and 0 <= self.max_occlusion < 1):
             raise UserError("max_truncation and max_occlusion are fractions in [0, 1)")
+        if not 0 <= self.stuff <= len(STUFF_CLASSES):
+            raise UserError(f"stuff classes {self.stuff}: choose 0 (none) to {len(STUFF_CLASSES)} "
+                            f"({', '.join(STUFF_CLASSES)})")
 
 
 class SceneSet(Dataset):
@@ -78,16 +96,21 @@ class SceneSet(Dataset):
     ``alpha`` ``(N, H, W)`` uint8 (generated scenes only), the opacity of the owning object's
     pixel (0 on background): a faint item pixel hardly shows on the canvas;
     ``targets[i]``: ``boxes`` ``(n, 4)`` float32, ``labels`` int64, ``area`` (visible pixels)
-    and ``source_index`` (the item's index in the source split it came from).
+    and ``source_index`` (the item's index in the source split it came from).  Scenes with
+    stuff also have ``stuff_maps`` ``(N, H, W)`` uint8, the stuff class (``0..S-1``) of every
+    pixel no object covers and :data:`NO_STUFF` under the objects, and the names
+    ``stuff_categories``.
 
     Indexing gives ``(image, target)``: the image as float ``(3, H, W)`` in ``[0, 1]`` and the
     target with ``masks`` ``(n, H, W)`` bool added, ready for a detector.
     """
 
     def __init__(self, images: Tensor, instance_maps: Tensor, targets: list[dict[str, Tensor]],
-                 categories: list[str], split: str, alpha: Tensor | None = None) -> None:
+                 categories: list[str], split: str, alpha: Tensor | None = None,
+                 stuff_maps: Tensor | None = None, stuff_categories: list[str] | None = None) -> None:
         self.images, self.instance_maps, self.targets = images, instance_maps, targets
         self.categories, self.split, self.alpha = categories, split, alpha
+        self.stuff_maps, self.stuff_categories = stuff_maps, list(stuff_categories or [])
 
     def __len__(self) -> int:
         return len(self.images)
@@ -97,6 +120,22 @@ class SceneSet(Dataset):
         n = len(target["labels"])
         target["masks"] = self.instance_maps[i][None] == torch.arange(1, n + 1, dtype=torch.uint8)[:, None, None]
         return self.images[i].float() / 255, target
+
+    def panoptic_maps(self) -> Tensor:
+        """The panoptic ground truth ``(N, H, W, 2)`` int64: (category, instance id), things
+        ``0..K-1`` with their instance-map index ``1..n``, stuff ``K + s`` with instance 0."""
+        if self.stuff_maps is None:
+            raise UserError("these scenes have no stuff; generate them with stuff classes "
+                            "(data.kwargs.stuff, or make-scenes --stuff N)")
+        out = torch.zeros((*self.instance_maps.shape, 2), dtype=torch.int64)
+        out[..., 0] = self.stuff_maps.long() + len(self.categories)
+        for i, t in enumerate(self.targets):
+            lut = torch.cat([torch.zeros(1, dtype=torch.int64), t["labels"]])
+            inst = self.instance_maps[i].long()
+            things = inst > 0
+            out[i, ..., 0][things] = lut[inst[things]]
+            out[i, ..., 1] = inst
+        return out
 
 
 # --------------------------------------------------------------------------- sources
@@ -140,14 +179,76 @@ def _resize(item: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(Image.fromarray(item).resize((w, h), Image.BILINEAR))
 
 
+def _stuff_texture(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray:
+    """A canvas ``(h, w, 3)`` in ``[0, 1]`` of one stuff class: its pattern at a period,
+    phase and orientation drawn here, in two tones of its hue (jittered), kept dark so items
+    stand out.  Periods are 4-12 px: recognisable at the 1/4 scale of a 64x64 scene."""
+    hues = {"sky": (0.12, 0.22, 0.45), "stripes": (0.42, 0.14, 0.12), "dots": (0.32, 0.10, 0.38),
+            "checker": (0.38, 0.34, 0.08), "grass": (0.08, 0.36, 0.10), "bricks": (0.40, 0.22, 0.06)}
+    colour = np.clip(np.asarray(hues[kind], np.float32) + rng.uniform(-0.06, 0.06, 3), 0, 1).astype(np.float32)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == "sky":                      # smooth: a vertical gradient and a low-frequency field
+        k = int(rng.integers(2, 4))
+        low = rng.uniform(0.7, 1.0, (k, k)).astype(np.float32)
+        field = np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC), np.float32)
+        level = field * (1 - rng.uniform(0.2, 0.5) * y / h)
+    elif kind == "stripes":                # a square grating, any angle
+        theta, period = rng.uniform(0, np.pi), rng.uniform(4, 7)
+        u = x * np.cos(theta) + y * np.sin(theta) + rng.uniform(0, period)
+        level = np.where((u % period) < period / 2, 1.0, 0.35)
+    elif kind == "dots":                   # a lattice of round dots on a dim ground
+        period = rng.uniform(5, 7)
+        dy, dx = (y + rng.uniform(0, period)) % period - period / 2, (x + rng.uniform(0, period)) % period - period / 2
+        level = np.where(dy ** 2 + dx ** 2 <= rng.uniform(1.2, 2.0) ** 2, 1.0, 0.3)
+    elif kind == "checker":                # axis-aligned squares
+        size = rng.uniform(3, 5)
+        level = np.where(((np.floor((y + rng.uniform(0, size)) / size) + np.floor((x + rng.uniform(0, size)) / size))
+                          % 2) == 0, 1.0, 0.35)
+    elif kind == "grass":                  # vertical blades: column noise smeared along y
+        blades = rng.uniform(0, 1, (h + 8, w)).astype(np.float32)
+        level = 0.3 + 0.7 * np.mean([blades[d:d + h] for d in range(8)], axis=0) ** 0.5
+        level = (level - level.min()) / max(float(np.ptp(level)), 1e-6) * 0.7 + 0.3
+    elif kind == "bricks":                 # courses of bricks, every other one shifted half a brick
+        course, length = rng.uniform(4, 6), rng.uniform(8, 12)
+        row = np.floor((y + rng.uniform(0, course)) / course)
+        u = (x + rng.uniform(0, length) + (row % 2) * length / 2) % length
+        v = (y % course)
+        level = np.where((u < 1.2) | (v < 1.0), 0.3, 1.0)
+    else:
+        raise ValueError(f"unknown stuff texture {kind!r}")
+    tex = level[..., None] * colour + rng.normal(0, 0.015, (h, w, 3))
+    return np.clip(tex, 0, 1).astype(np.float32)
+
+
+def _stuff_background(rng: np.random.Generator, h: int, w: int, num_stuff: int) -> tuple[np.ndarray, np.ndarray]:
+    """The canvas ``(h, w, 3)`` and its stuff map ``(h, w)`` uint8: 2-4 Voronoi cells (at most
+    ``num_stuff``) of random seeds, each the texture of a distinct stuff class."""
+    regions = min(int(rng.integers(2, 5)), num_stuff)
+    classes = rng.choice(num_stuff, regions, replace=False)
+    seeds = rng.uniform(0, 1, (regions, 2)) * (h, w)
+    y, x = np.mgrid[0:h, 0:w]
+    cell = np.argmin((y[None] - seeds[:, 0, None, None]) ** 2 + (x[None] - seeds[:, 1, None, None]) ** 2, axis=0)
+    stuff = classes[cell].astype(np.uint8)
+    canvas = np.zeros((h, w, 3), np.float32)
+    for c in classes:
+        region = stuff == c
+        canvas[region] = _stuff_texture(rng, STUFF_CLASSES[c], h, w)[region]
+    return canvas, stuff
+
+
 def render_scene(rng: np.random.Generator, items: np.ndarray, config: SceneConfig,
-                 alpha_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+                 alpha_out: np.ndarray | None = None, stuff_out: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """One scene: the image ``(H, W, 3)`` uint8, the instance map ``(H, W)`` uint8 and, per
     object in paint order, the index of its item in ``items``.  Placements that would break the
     truncation or occlusion limits are redrawn (up to 20 times, then the object is left out).
-    ``alpha_out`` ``(H, W)`` uint8, when given, receives each owned pixel's opacity."""
+    ``alpha_out`` ``(H, W)`` uint8, when given, receives each owned pixel's opacity;
+    ``stuff_out`` (scenes with stuff) the stuff class of each pixel, :data:`NO_STUFF` under objects."""
     H, W = config.image_size
-    canvas = _background(rng, H, W)
+    if config.stuff:
+        canvas, stuff = _stuff_background(rng, H, W, config.stuff)
+    else:
+        canvas = _background(rng, H, W)
     owner = np.zeros((H, W), np.int32)                     # 0 or 1 + object index
     opacity = alpha_out if alpha_out is not None else np.zeros((H, W), np.uint8)
     totals: list[int] = []                                 # pixels of each object when placed
@@ -183,6 +284,8 @@ def render_scene(rng: np.random.Generator, items: np.ndarray, config: SceneConfi
             chosen.append(idx)
             break
     image = np.round(canvas * 255).astype(np.uint8)
+    if config.stuff and stuff_out is not None:
+        stuff_out[...] = np.where(owner > 0, NO_STUFF, stuff)
     return image, owner.astype(np.uint8), chosen
 
 
@@ -257,10 +360,12 @@ def make_scenes(split: str, num_images: int, config: SceneConfig = SceneConfig()
     images = torch.zeros((num_images, 3, H, W), dtype=torch.uint8)
     maps = torch.zeros((num_images, H, W), dtype=torch.uint8)
     alpha = torch.zeros((num_images, H, W), dtype=torch.uint8)
+    stuff = torch.zeros((num_images, H, W), dtype=torch.uint8) if config.stuff else None
     targets = []
     for i in range(num_images):
         rng = np.random.default_rng([seed, SPLITS.index(split), i])
-        image, owner, chosen = render_scene(rng, items, config, alpha[i].numpy())
+        image, owner, chosen = render_scene(rng, items, config, alpha[i].numpy(),
+                                            None if stuff is None else stuff[i].numpy())
         n = len(chosen)
         images[i] = torch.from_numpy(image).permute(2, 0, 1)
         maps[i] = torch.from_numpy(owner)
@@ -270,7 +375,7 @@ def make_scenes(split: str, num_images: int, config: SceneConfig = SceneConfig()
             "area": torch.as_tensor(np.bincount(owner.ravel(), minlength=n + 1)[1:], dtype=torch.float32),
             "source_index": torch.as_tensor(source_index[chosen], dtype=torch.int64).reshape(-1),
         })
-    return SceneSet(images, maps, targets, classes, split, alpha)
+    return SceneSet(images, maps, targets, classes, split, alpha, stuff, list(STUFF_CLASSES[:config.stuff]))
 
 
 # --------------------------------------------------------------------------- on disk
@@ -278,9 +383,12 @@ def make_scenes(split: str, num_images: int, config: SceneConfig = SceneConfig()
 def write_scenes(scenes: SceneSet, out_dir: str, config: SceneConfig | None = None, seed: int | None = None) -> str:
     """Write a split under ``out_dir``: ``SPLIT/images/NNNNNN.png``, ``SPLIT/masks/NNNNNN.png``
     (the instance maps) and ``SPLIT.json`` (COCO, with RLE masks, ``file_name`` relative to
-    ``out_dir``, each image's ``mask_file`` and each annotation's ``source_index``).  The JSON
-    is written last, so its presence means the split is complete.  Returns its path."""
+    ``out_dir``, each image's ``mask_file`` and each annotation's ``source_index``); scenes with
+    stuff also their panoptic ground truth (:func:`write_panoptic`).  The JSON is written last,
+    so its presence means the split is complete.  Returns its path."""
     split = scenes.split
+    if scenes.stuff_maps is not None:
+        write_panoptic(scenes, out_dir)
     for sub in ("images", "masks"):
         os.makedirs(os.path.join(out_dir, split, sub), exist_ok=True)
     H, W = scenes.images.shape[-2:]
@@ -305,12 +413,80 @@ def write_scenes(scenes: SceneSet, out_dir: str, config: SceneConfig | None = No
     return path
 
 
+def _segment_ids(scenes: SceneSet, i: int) -> tuple[np.ndarray, list[dict]]:
+    """Scene ``i``'s COCO panoptic segment ids ``(H, W)`` (object ``j`` -> ``j + 1``, stuff
+    class ``s`` -> ``256 (s + 1)``: things in the red channel, stuff in the green) and its
+    ``segments_info``; COCO category ids are vislab's panoptic categories + 1."""
+    inst = scenes.instance_maps[i].numpy().astype(np.int64)
+    stuff = scenes.stuff_maps[i].numpy().astype(np.int64)
+    ids = np.where(inst > 0, inst, 256 * (stuff + 1))
+    k = len(scenes.categories)
+    segments = []
+    things = [(j + 1, c) for j, c in enumerate(scenes.targets[i]["labels"].tolist())]
+    stuffs = [(256 * (c + 1), k + c) for c in np.unique(stuff[inst == 0]).tolist()]
+    for sid, cat in things + stuffs:
+        ys, xs = np.nonzero(ids == sid)
+        if len(ys):
+            x0, y0 = int(xs.min()), int(ys.min())
+            segments.append({"id": sid, "category_id": cat + 1, "iscrowd": 0, "area": len(ys),
+                             "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0]})
+    return ids, segments
+
+
+def write_panoptic(scenes: SceneSet, out_dir: str) -> str:
+    """The panoptic ground truth of a split with stuff, in COCO's panoptic format:
+    ``SPLIT/panoptic/NNNNNN.png`` (RGB, segment id ``R + 256 G + 256^2 B``, 0 unlabelled) and
+    ``SPLIT_panoptic.json`` (``images``, ``annotations`` with each image's ``file_name`` and
+    ``segments_info``, ``categories`` with ``isthing``: things first, ids from 1).  Returns the
+    JSON's path."""
+    split = scenes.split
+    os.makedirs(os.path.join(out_dir, split, "panoptic"), exist_ok=True)
+    H, W = scenes.images.shape[-2:]
+    images, anns = [], []
+    for i in range(len(scenes)):
+        name = f"{i:06d}.png"
+        ids, segments = _segment_ids(scenes, i)
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], -1).astype(np.uint8)
+        Image.fromarray(rgb).save(os.path.join(out_dir, split, "panoptic", name))
+        images.append({"id": i + 1, "file_name": f"{split}/images/{name}", "width": W, "height": H})
+        anns.append({"image_id": i + 1, "file_name": f"{split}/panoptic/{name}", "segments_info": segments})
+    cats = ([{"id": c + 1, "name": n, "supercategory": "thing", "isthing": 1} for c, n in enumerate(scenes.categories)]
+            + [{"id": len(scenes.categories) + s + 1, "name": n, "supercategory": "stuff", "isthing": 0}
+               for s, n in enumerate(scenes.stuff_categories)])
+    path = os.path.join(out_dir, f"{split}_panoptic.json")
+    atomic_write_text(path, json.dumps({"info": {"description": f"vislab scenes with stuff, split {split}"},
+                                        "images": images, "annotations": anns, "categories": cats}))
+    return path
+
+
+def _read_panoptic(out_dir: str, split: str, categories: list[str], shape: tuple[int, int, int]
+                   ) -> tuple[Tensor, list[str]]:
+    """The stuff maps ``(N, H, W)`` and stuff class names of a split's panoptic files."""
+    path = os.path.join(out_dir, f"{split}_panoptic.json")
+    with open(path) as f:
+        pan = json.load(f)
+    stuff_names = [c["name"] for c in sorted(pan["categories"], key=lambda c: c["id"]) if not c["isthing"]]
+    k = len(categories)
+    maps = np.full(shape, NO_STUFF, np.uint8)
+    for i, ann in enumerate(sorted(pan["annotations"], key=lambda a: a["image_id"])):
+        try:
+            rgb = np.asarray(Image.open(os.path.join(out_dir, ann["file_name"])).convert("RGB")).astype(np.int64)
+        except OSError as e:
+            raise UserError(f"cannot read a panoptic PNG of {path} ({e}); the scene folder is incomplete") from None
+        ids = rgb[..., 0] + 256 * rgb[..., 1] + 256 ** 2 * rgb[..., 2]
+        for seg in ann["segments_info"]:
+            if seg["category_id"] > k:
+                maps[i][ids == seg["id"]] = seg["category_id"] - 1 - k
+    return torch.from_numpy(maps), stuff_names
+
+
 def _config_dict(config: SceneConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
 
 
 def load_scenes(out_dir: str, split: str) -> SceneSet:
-    """Read back a split written by :func:`write_scenes`."""
+    """Read back a split written by :func:`write_scenes` (with its stuff maps when it has
+    panoptic files)."""
     path = os.path.join(out_dir, f"{split}.json")
     ds = read_coco(path)
     with open(path) as f:
@@ -331,8 +507,12 @@ def load_scenes(out_dir: str, split: str) -> SceneSet:
             raise UserError(f"cannot read an image of {path} ({e}); the scene folder is incomplete") from None
         targets.append({"boxes": rec.boxes, "labels": rec.labels, "area": rec.area,
                         "source_index": torch.as_tensor(sources.get(rec.image_id, []), dtype=torch.int64)})
+    stuff_maps, stuff_names = None, None
+    if os.path.exists(os.path.join(out_dir, f"{split}_panoptic.json")):
+        stuff_maps, stuff_names = _read_panoptic(out_dir, split, ds.categories, (len(maps), *maps[0].shape))
     return SceneSet(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-                    torch.from_numpy(np.stack(maps)), targets, ds.categories, split)
+                    torch.from_numpy(np.stack(maps)), targets, ds.categories, split,
+                    stuff_maps=stuff_maps, stuff_categories=stuff_names)
 
 
 def make_scene_dataset(out_dir: str, counts: Mapping[str, int], config: SceneConfig = SceneConfig(),

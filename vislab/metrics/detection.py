@@ -5,7 +5,8 @@ COCO evaluation (Lin et al. 2014; the rules are those of ``pycocotools.cocoeval`
 * per image and category, detections sorted by score (stable, so ties keep their input order)
   and cut to the 100 best; a ground truth is *ignored* when it is a crowd region or its ``area``
   field lies outside the area range;
-* IoU of boxes, except against a crowd region: intersection over the detection's area;
+* IoU of boxes (``iou_type='bbox'``) or of masks (``'segm'``), except against a crowd region:
+  intersection over the detection's area;
 * at each IoU threshold ``.50:.05:.95`` each detection, best first, takes the unmatched
   ground truth it overlaps most (at least the threshold; ties go to the later ground truth),
   preferring regular ones over ignored ones; a crowd region may take any number of detections;
@@ -22,7 +23,13 @@ accumulation per category for all thresholds and area ranges together.  The twel
 pycocotools' (tests check 1e-9 on random data); one difference: pycocotools treats a ground truth
 whose annotation ``id`` is 0 as unmatched, vislab does not look at ids.
 
-Only box evaluation (``iou_type='bbox'``) is here; mask IoU comes with the segmentation module.
+Mask evaluation (``iou_type='segm'``) differs only in the IoU, pycocotools' ``rleIou`` on the
+tables' RLE masks (:mod:`vislab.metrics.masks`), and in the detections' area, which is the mask's
+area for the small/medium/large ranges (a ground truth keeps its annotated area).  That is what
+pycocotools does for results that hold only a ``segmentation``; given results with a ``bbox``
+too, its ``loadRes`` takes the box area instead, which is why Detectron2 drops the boxes before
+mask evaluation; vislab follows Detectron2.
+
 Inputs are in memory: :class:`BoxTable` objects, or per-image dicts of arrays or tensors as the
 detectors return them.  COCO files are read by :mod:`vislab.detection.formats` (its
 ``coco_evaluate`` takes files), and :func:`vislab.report.plots.plot_pr_curves` draws the curves.
@@ -36,14 +43,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from vislab.errors import UserError
+from vislab.metrics.masks import (
+    MASK_THRESHOLD,
+    packed_masks,
+    pair_iou,
+    rle_area,
+    rle_encode,
+)
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)            # as pycocotools: no arange rounding drift
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 MAX_DETECTIONS = (1, 10, 100)
 AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),
                "large": (96.0 ** 2, 1e10)}
+IOU_TYPES = ("bbox", "segm")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _PAIR_CHUNK = 1 << 22                                   # (detection, gt) pairs per IoU block
+_MASK_CHUNK_BYTES = 1 << 25                             # packed mask bytes per mask-IoU block
 
 
 @dataclass
@@ -52,7 +68,9 @@ class BoxTable:
 
     ``image`` and ``category`` are indices (0..I-1, 0..K-1); ``boxes`` are ``(x, y, w, h)``
     float64 as in COCO files; ``area`` is the ground truth's annotated area or the detection's
-    box area; ``score`` belongs to detections, ``iscrowd`` to ground truth.
+    box area (mask area for mask evaluation); ``score`` belongs to detections, ``iscrowd`` to
+    ground truth; ``masks`` (for ``iou_type='segm'``) one COCO RLE dict per row
+    (:mod:`vislab.metrics.masks`).
     """
     image: np.ndarray
     category: np.ndarray
@@ -60,6 +78,7 @@ class BoxTable:
     area: np.ndarray
     score: np.ndarray | None = None
     iscrowd: np.ndarray | None = None
+    masks: Sequence[dict] | None = None
 
     def __len__(self) -> int:
         return len(self.image)
@@ -127,48 +146,85 @@ def _mean_valid(s: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- inputs
 
-def tables_from_tensors(predictions: Sequence[Mapping], targets: Sequence[Mapping]) -> tuple[BoxTable, BoxTable]:
+def tables_from_tensors(predictions: Sequence[Mapping], targets: Sequence[Mapping], iou_type: str = "bbox"
+                        ) -> tuple[BoxTable, BoxTable]:
     """Box tables ``(detections, ground truth)`` from per-image dicts as the detectors use them:
     targets with ``boxes`` ``(x1, y1, x2, y2)`` and ``labels`` (optional ``iscrowd``, ``area``),
-    predictions with ``boxes``, ``scores`` and ``labels``."""
+    predictions with ``boxes``, ``scores`` and ``labels``.  For ``iou_type='segm'`` both also
+    need ``masks``: ``(n, H, W)`` (a prediction's probabilities count from
+    :data:`~vislab.metrics.masks.MASK_THRESHOLD`) or a list of ``n`` COCO RLEs; the tables then
+    carry RLEs, and the detections' area is their mask's."""
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} images")
-    return _table(predictions, is_gt=False), _table(targets, is_gt=True)
+    _check_iou_type(iou_type)
+    segm = iou_type == "segm"
+    return _table(predictions, is_gt=False, segm=segm), _table(targets, is_gt=True, segm=segm)
 
 
-def _table(items: Sequence[Mapping], is_gt: bool) -> BoxTable:
+def _check_iou_type(iou_type: str) -> None:
+    if iou_type not in IOU_TYPES:
+        raise UserError(f"iou_type {iou_type!r}: use one of {', '.join(IOU_TYPES)}")
+
+
+def _rles(items: Sequence[Mapping], is_gt: bool) -> list[dict]:
+    """The RLE of every mask of every item, in row order."""
+    out = []
+    for i, d in enumerate(items):
+        if "masks" not in d:
+            raise UserError(f"{'target' if is_gt else 'prediction'} {i} has no 'masks': mask evaluation "
+                            "(iou_type='segm') needs the instance masks; use iou_type='bbox'")
+        m = d["masks"]
+        if len(m) != len(d["boxes"]):
+            raise ValueError(f"item {i}: {len(m)} masks for {len(d['boxes'])} boxes")
+        if isinstance(m, (list, tuple)) and all(isinstance(x, Mapping) for x in m):
+            out += list(m)                                     # COCO RLEs already
+            continue
+        m = _numpy(m)
+        m = m.reshape(-1, *m.shape[-2:]) if m.ndim >= 2 else m.reshape(0, 0, 0)
+        out += [rle_encode(x >= MASK_THRESHOLD if x.dtype.kind == "f" else x) for x in m]
+    return out
+
+
+def _table(items: Sequence[Mapping], is_gt: bool, segm: bool = False) -> BoxTable:
+    """One table of per-image dicts; with ``segm`` the RLE of each mask, and the mask areas
+    (a ground truth's given ``area`` first)."""
+    masks = _rles(items, is_gt) if segm else None
+    mask_area = np.array([rle_area(r) for r in masks], np.float64) if segm else None
     cols: dict[str, list[np.ndarray]] = {"image": [], "category": [], "boxes": [], "area": [], "extra": []}
+    row = 0
     for i, d in enumerate(items):
         b = _numpy(d["boxes"]).reshape(-1, 4).astype(np.float64)
         xywh = np.column_stack((b[:, :2], b[:, 2:] - b[:, :2]))
         cols["image"].append(np.full(len(b), i, np.int64))
         cols["category"].append(_numpy(d["labels"]).astype(np.int64).reshape(-1))
         cols["boxes"].append(xywh)
-        box_area = xywh[:, 2] * xywh[:, 3]
+        own_area = xywh[:, 2] * xywh[:, 3] if mask_area is None else mask_area[row:row + len(b)]
+        row += len(b)
         if is_gt:
-            cols["area"].append(_numpy(d["area"]).astype(np.float64) if "area" in d else box_area)
+            cols["area"].append(_numpy(d["area"]).astype(np.float64) if "area" in d else own_area)
             cols["extra"].append(_numpy(d["iscrowd"]).astype(bool) if "iscrowd" in d else np.zeros(len(b), bool))
         else:
-            cols["area"].append(box_area)
+            cols["area"].append(own_area)
             cols["extra"].append(_numpy(d["scores"]).astype(np.float64))
     empty = {"image": np.zeros(0, np.int64), "category": np.zeros(0, np.int64), "boxes": np.zeros((0, 4)),
              "area": np.zeros(0), "extra": np.zeros(0, bool if is_gt else np.float64)}
     c = {k: np.concatenate(v) if v else empty[k] for k, v in cols.items()}
     extra = {"iscrowd": c["extra"]} if is_gt else {"score": c["extra"]}
-    return BoxTable(c["image"], c["category"], c["boxes"], c["area"], **extra)
+    return BoxTable(c["image"], c["category"], c["boxes"], c["area"], **extra, masks=masks)
 
 
 def evaluate_detections(predictions: Sequence[Mapping], targets: Sequence[Mapping],
-                        categories: Sequence[str] | None = None) -> CocoEvaluation:
+                        categories: Sequence[str] | None = None, iou_type: str = "bbox") -> CocoEvaluation:
     """COCO evaluation of a detector's outputs, one dict per image (see
-    :func:`tables_from_tensors`); labels index ``categories`` (default: 0..max label)."""
-    dets, gt = tables_from_tensors(predictions, targets)
+    :func:`tables_from_tensors`); labels index ``categories`` (default: 0..max label);
+    ``iou_type`` ``'bbox'`` or ``'segm'`` (masks)."""
+    dets, gt = tables_from_tensors(predictions, targets, iou_type)
     top = max([int(t.category.max()) for t in (dets, gt) if len(t)], default=-1) + 1
     names = list(categories) if categories is not None else [str(k) for k in range(top)]
     if top > len(names) or any(len(t) and t.category.min() < 0 for t in (dets, gt)):
         raise UserError(f"labels must lie in 0..{len(names) - 1} (one per category name), found "
                         f"{top - 1}; pass the right category list")
-    precision, recall = evaluate_tables(gt, dets, len(targets), len(names))
+    precision, recall = evaluate_tables(gt, dets, len(targets), len(names), iou_type)
     return CocoEvaluation(precision, recall, names)
 
 
@@ -178,9 +234,15 @@ def _numpy(x) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the evaluation
 
-def evaluate_tables(gt: BoxTable, dt: BoxTable, num_images: int, num_categories: int
+def evaluate_tables(gt: BoxTable, dt: BoxTable, num_images: int, num_categories: int, iou_type: str = "bbox"
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """pycocotools' ``evaluate()`` + ``accumulate()`` on box tables: ``(precision, recall)``."""
+    """pycocotools' ``evaluate()`` + ``accumulate()`` on box tables: ``(precision, recall)``;
+    ``iou_type='segm'`` compares the tables' ``masks``, and the detections' ``area`` should be
+    their masks' (:func:`tables_from_tensors` and the COCO readers set it)."""
+    _check_iou_type(iou_type)
+    if iou_type == "segm" and (gt.masks is None or dt.masks is None):
+        raise UserError("mask evaluation (iou_type='segm') needs the masks of the ground truth and of "
+                        "the detections; use iou_type='bbox'")
     I, K = num_images, num_categories
     T, R, A, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(AREA_RANGES), len(MAX_DETECTIONS)
 
@@ -196,8 +258,13 @@ def evaluate_tables(gt: BoxTable, dt: BoxTable, num_images: int, num_categories:
     g_group = (gt.category * I + gt.image)[g_order]
     g_box, g_area, g_crowd, g_cat = gt.boxes[g_order], gt.area[g_order], gt.iscrowd[g_order], gt.category[g_order]
 
-    pair_det, pair_gt, pair_iou = _candidate_pairs(d_box, d_group, g_box, g_group, g_crowd,
-                                                   min(IOU_THRESHOLDS[0], 1 - 1e-10))
+    if iou_type == "segm":
+        iou_fn = _mask_iou_fn(dt.masks, order, gt.masks, g_order, g_crowd)
+    else:
+        def iou_fn(pd, pg):
+            return _coco_iou(d_box[pd], g_box[pg], g_crowd[pg])
+    pair_det, pair_gt, pair_iou = _candidate_pairs(d_group, g_group, iou_fn, min(IOU_THRESHOLDS[0], 1 - 1e-10),
+                                                   _PAIR_CHUNK if iou_type == "bbox" else _mask_chunk(gt.masks))
     tp = np.zeros((A, T, len(order)), bool)
     fp = np.zeros((A, T, len(order)), bool)
     npig = np.zeros((K, A), np.int64)
@@ -250,15 +317,39 @@ def _coco_iou(d: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return out
 
 
-def _group_pairs(d_group: np.ndarray, g_group: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _mask_iou_fn(d_masks: Sequence[dict], d_order: np.ndarray, g_masks: Sequence[dict], g_order: np.ndarray,
+                 g_crowd: np.ndarray):
+    """Mask IoU of (detection, gt) index pairs of the reordered tables: the block's masks
+    decoded to bits once, then pycocotools' ``rleIou`` rule (:func:`~vislab.metrics.masks.pair_iou`)."""
+    def iou(pd: np.ndarray, pg: np.ndarray) -> np.ndarray:
+        ud, d_inv = np.unique(pd, return_inverse=True)
+        ug, g_inv = np.unique(pg, return_inverse=True)
+        d_bits = packed_masks([d_masks[i] for i in d_order[ud]])
+        g_bits = packed_masks([g_masks[i] for i in g_order[ug]])
+        width = max(d_bits.shape[1], g_bits.shape[1])
+        d_bits = np.pad(d_bits, ((0, 0), (0, width - d_bits.shape[1])))
+        g_bits = np.pad(g_bits, ((0, 0), (0, width - g_bits.shape[1])))
+        return pair_iou(d_bits[d_inv], g_bits[g_inv], g_crowd[pg])
+    return iou
+
+
+def _mask_chunk(masks: Sequence[dict]) -> int:
+    """Pairs per mask-IoU block: about ``_MASK_CHUNK_BYTES`` of packed bits."""
+    pixels = max((int(np.prod(r["size"])) for r in masks), default=1)
+    return max(1, _MASK_CHUNK_BYTES // max(1, pixels // 8))
+
+
+def _group_pairs(d_group: np.ndarray, g_group: np.ndarray, chunk: int | None = None
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """All (detection, ground truth) index pairs of the same group, in blocks of about
-    ``_PAIR_CHUNK`` pairs; ``g_group`` must be sorted, ``d_group`` need not be."""
+    ``chunk`` pairs (default ``_PAIR_CHUNK``); ``g_group`` must be sorted, ``d_group`` need not be."""
+    chunk = chunk or _PAIR_CHUNK
     start = np.searchsorted(g_group, d_group, "left")
     count = np.searchsorted(g_group, d_group, "right") - start
     ends = np.cumsum(count)
     lo = 0
     while lo < len(d_group):
-        hi = max(int(np.searchsorted(ends, (ends[lo - 1] if lo else 0) + _PAIR_CHUNK, "right")), lo + 1)
+        hi = max(int(np.searchsorted(ends, (ends[lo - 1] if lo else 0) + chunk, "right")), lo + 1)
         c = count[lo:hi]
         offset = np.cumsum(c) - c
         pair_det = np.repeat(np.arange(lo, hi), c)
@@ -267,12 +358,12 @@ def _group_pairs(d_group: np.ndarray, g_group: np.ndarray) -> Iterator[tuple[np.
         lo = hi
 
 
-def _candidate_pairs(d_box, d_group, g_box, g_group, g_crowd, min_iou):
+def _candidate_pairs(d_group, g_group, iou_fn, min_iou, chunk):
     """The (detection, gt, IoU) triples of one group with IoU >= ``min_iou``: the only pairs
-    that can match at any threshold."""
+    that can match at any threshold; ``iou_fn(pd, pg)`` gives the IoU of index pairs."""
     dets, gts, ious = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
-    for pd, pg in _group_pairs(d_group, g_group):
-        iou = _coco_iou(d_box[pd], g_box[pg], g_crowd[pg])
+    for pd, pg in _group_pairs(d_group, g_group, chunk):
+        iou = iou_fn(pd, pg)
         keep = iou >= min_iou
         dets.append(pd[keep])
         gts.append(pg[keep])

@@ -46,6 +46,29 @@ classes that occur, of IoU and of per-class accuracy alike.
 
 Class weights for a weighted cross-entropy (:func:`class_weights`) come from the pixel
 frequencies of :func:`class_frequencies`.
+
+**Panoptic quality** (Kirillov et al., "Panoptic Segmentation", CVPR 2019): :func:`panoptic_quality`
+and :class:`PanopticMeter`.  A panoptic map gives every pixel a (category, instance id); a
+*segment* is the set of pixels of one pair, and a stuff category has one segment per image
+(its instance ids are ignored).  Per image, a predicted and a ground-truth segment of the same
+category match when their IoU exceeds 0.5, which makes the matching unique (two segments cannot
+both overlap a third by more than half).  Per category, over the data set:
+``SQ = sum of matched IoUs / TP`` (0 without a match), ``RQ = TP / (TP + FP/2 + FN/2)`` and
+``PQ = SQ x RQ``; the overall, things and stuff numbers average the categories that occur
+(``TP + FP + FN > 0``), as panopticapi and torchmetrics do.
+
+Void: a ground-truth pixel whose category is neither a thing nor a stuff is void, as is a
+predicted pixel of category ``void`` (a pixel the model leaves unlabelled).  As in the paper
+(Sec. 4.1) and panopticapi, ground-truth void pixels leave a predicted segment (they are taken
+out of the pair's union), and an unmatched prediction lying more than half in ground-truth void
+is not a false positive; predicted void pixels belong to no segment and "do not affect
+evaluation": they still count in a ground-truth segment's area, and a ground truth left void is
+a false negative.  torchmetrics' ``PanopticQuality`` (checked on 1.9.0) treats predicted void
+like ground-truth void instead: it takes it out of the union too, and excuses an unmatched
+ground truth lying more than half in predicted void, so a model that leaves what it is unsure
+of void loses nothing; ``excuse_pred_void=True`` gives its numbers.  vislab's per-category
+values are NaN for a category absent from both sides (torchmetrics reports 0 there, so
+"absent" and "always wrong" look alike).
 """
 
 from __future__ import annotations
@@ -60,11 +83,14 @@ from vislab.errors import UserError
 
 __all__ = [
     "WEIGHTINGS",
+    "PanopticMeter",
     "SegmentationMeter",
     "class_frequencies",
     "class_weights",
     "confusion_matrix",
+    "format_panoptic",
     "format_scores",
+    "panoptic_quality",
     "scores_from_confusion",
     "segmentation_scores",
 ]
@@ -286,4 +312,143 @@ def format_scores(scores: dict, class_names: Sequence[str] | None = None) -> str
     if scores["absent_classes"]:
         absent = ", ".join(names[c] for c in scores["absent_classes"])
         lines.append(f"left out of the means (absent from prediction and ground truth): {absent}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- panoptic quality
+
+def _segments(x: Tensor, stuff: Tensor, void: Tensor) -> tuple[Tensor, Tensor]:
+    """Per pixel the index of its segment, 0 for void and ``1..n`` for the segments, and the
+    category of each segment ``(n,)``; ``x`` ``(P, 2)`` int64, ``stuff``/``void`` ``(P,)``."""
+    x = x.clone()
+    x[stuff, 1] = 0                                       # one segment per stuff category
+    keys, inverse = torch.unique(x[~void], dim=0, return_inverse=True)
+    index = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    index[~void] = inverse + 1
+    return index, keys[:, 0]
+
+
+class PanopticMeter:
+    """Accumulates PQ's counts (IoU sum, TP, FP, FN per category) image by image; see the
+    module docstring for the rules (those of torchmetrics' ``PanopticQuality``).
+
+    Args:
+        things / stuffs: the category ids of countable things and of amorphous stuff (disjoint).
+        void: the category a prediction gives to pixels it leaves unlabelled; any other category
+            outside ``things | stuffs`` in a prediction is an error.  Ground-truth pixels of any
+            unknown category are void.
+        excuse_pred_void: torchmetrics' rule for predicted void (see the module docstring)
+            instead of the paper's.
+    """
+
+    def __init__(self, things: Iterable[int], stuffs: Iterable[int], void: int = -1,
+                 excuse_pred_void: bool = False) -> None:
+        self.things, self.stuffs = sorted({int(c) for c in things}), sorted({int(c) for c in stuffs})
+        if set(self.things) & set(self.stuffs):
+            raise UserError(f"categories {sorted(set(self.things) & set(self.stuffs))} are both things and stuff; "
+                            "each category is one or the other")
+        if not self.things and not self.stuffs:
+            raise UserError("give at least one thing or stuff category")
+        if void in self.things or void in self.stuffs:
+            raise UserError(f"void={void} is also a category; choose a value outside things and stuffs")
+        self.void, self.excuse_pred_void = void, excuse_pred_void
+        self.categories = self.things + self.stuffs       # torchmetrics' order
+        self.reset()
+
+    def reset(self) -> None:
+        k = len(self.categories)
+        self.iou_sum = torch.zeros(k, dtype=torch.float64)
+        self.tp, self.fp, self.fn = (torch.zeros(k, dtype=torch.int64) for _ in range(3))
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch: ``pred``/``target`` ``(B, H, W, 2)`` integer (category, instance id)."""
+        if not isinstance(pred, Tensor) or not isinstance(target, Tensor) or pred.shape != target.shape \
+                or pred.ndim < 3 or pred.shape[-1] != 2 or pred.is_floating_point() or target.is_floating_point():
+            raise UserError("pred and target must be integer tensors of one shape (B, H, W, 2): (category, "
+                            f"instance id) per pixel; got {getattr(pred, 'shape', pred)} and "
+                            f"{getattr(target, 'shape', target)}")
+        pred, target = pred.detach().cpu().long().flatten(1, -2), target.detach().cpu().long().flatten(1, -2)
+        cats = torch.tensor(self.categories, dtype=torch.int64)
+        n_things = len(self.things)
+        lut = {c: k for k, c in enumerate(self.categories)}
+        for p, t in zip(pred, target):
+            p_known, t_known = torch.isin(p[:, 0], cats), torch.isin(t[:, 0], cats)
+            bad = p[~p_known & (p[:, 0] != self.void), 0]
+            if len(bad):
+                raise UserError(f"pred holds category {torch.unique(bad)[:5].tolist()}, neither a thing, a stuff "
+                                f"nor void ({self.void}); add it to things or stuffs, or mark it void")
+            p_stuff, t_stuff = torch.isin(p[:, 0], cats[n_things:]), torch.isin(t[:, 0], cats[n_things:])
+            ps, pcat = _segments(p, p_stuff, ~p_known)
+            ts, tcat = _segments(t, t_stuff, ~t_known)
+            n_p, n_t = len(pcat) + 1, len(tcat) + 1
+            inter = torch.bincount(ps * n_t + ts, minlength=n_p * n_t).view(n_p, n_t).double()
+            p_area, t_area = inter.sum(1), inter.sum(0)
+            i = inter[1:, 1:]
+            t_kept = t_area[1:] - inter[0, 1:] if self.excuse_pred_void else t_area[1:]
+            union = (p_area[1:, None] - inter[1:, :1]) + t_kept[None] - i
+            iou = torch.where(i > 0, i / union.clamp(min=1), torch.zeros_like(i))
+            match = (pcat[:, None] == tcat[None, :]) & (iou > 0.5)
+            pk = torch.tensor([lut[int(c)] for c in pcat], dtype=torch.int64)
+            tk = torch.tensor([lut[int(c)] for c in tcat], dtype=torch.int64)
+            _, col = match.nonzero(as_tuple=True)
+            self.tp.index_add_(0, tk[col], torch.ones_like(col))
+            self.iou_sum.index_add_(0, tk[col], iou[match])
+            fn = ~match.any(0)
+            if self.excuse_pred_void:
+                fn &= inter[0, 1:] / t_area[1:] <= 0.5
+            fp = ~match.any(1) & (inter[1:, 0] / p_area[1:] <= 0.5)
+            self.fn.index_add_(0, tk[fn], torch.ones_like(tk[fn]))
+            self.fp.index_add_(0, pk[fp], torch.ones_like(pk[fp]))
+
+    def compute(self) -> dict:
+        """``pq``, ``sq``, ``rq`` (mean over the categories that occur), the same over things
+        (``pq_things``...) and stuff (``pq_stuff``...), the number of categories each mean
+        counts (``n``, ``n_things``, ``n_stuff``) and ``per_class``: category id -> ``pq``,
+        ``sq``, ``rq`` (NaN when it occurs in neither side), ``tp``, ``fp``, ``fn``.  A mean
+        over no category is NaN."""
+        tp = self.tp.double()
+        denom = tp + 0.5 * self.fp + 0.5 * self.fn
+        occurs = denom > 0
+        sq = torch.where(tp > 0, self.iou_sum / tp.clamp(min=1), torch.zeros_like(tp))
+        rq = torch.where(occurs, tp / denom.clamp(min=1e-12), torch.zeros_like(tp))
+        pq = sq * rq
+        out: dict = {}
+        n_things = len(self.things)
+        for suffix, part in (("", slice(None)), ("_things", slice(0, n_things)), ("_stuff", slice(n_things, None))):
+            keep = occurs[part]
+            for name, v in (("pq", pq), ("sq", sq), ("rq", rq)):
+                out[name + suffix] = float(v[part][keep].mean()) if keep.any() else math.nan
+            out["n" + suffix] = int(keep.sum())
+        nan = torch.where(occurs, torch.zeros_like(tp), torch.full_like(tp, math.nan))
+        out["per_class"] = {c: {"pq": float(pq[k] + nan[k]), "sq": float(sq[k] + nan[k]), "rq": float(rq[k] + nan[k]),
+                                "tp": int(self.tp[k]), "fp": int(self.fp[k]), "fn": int(self.fn[k])}
+                            for k, c in enumerate(self.categories)}
+        return out
+
+
+def panoptic_quality(pred: Tensor, target: Tensor, things: Iterable[int], stuffs: Iterable[int],
+                     void: int = -1, excuse_pred_void: bool = False) -> dict:
+    """PQ, SQ and RQ of panoptic maps ``pred``/``target`` ``(B, H, W, 2)`` (category, instance
+    id), overall, over things and over stuff, and per category (:meth:`PanopticMeter.compute`;
+    the arguments are its)."""
+    meter = PanopticMeter(things, stuffs, void, excuse_pred_void)
+    meter.update(pred, target)
+    return meter.compute()
+
+
+def format_panoptic(scores: dict, names: dict[int, str] | None = None) -> str:
+    """A readable report of :func:`panoptic_quality`: PQ/SQ/RQ overall, things and stuff (in
+    %), then a line per category (``absent`` where it occurs in neither side)."""
+    lines = [f"{'':8s} {'PQ':>6} {'SQ':>6} {'RQ':>6}  categories"]
+    for label, suffix in (("all", ""), ("things", "_things"), ("stuff", "_stuff")):
+        lines.append(f"{label:8s} {_pct(scores['pq' + suffix]):>6} {_pct(scores['sq' + suffix]):>6} "
+                     f"{_pct(scores['rq' + suffix]):>6}  {scores['n' + suffix]}")
+    per = scores["per_class"]
+    width = max([8, *(len((names or {}).get(c, str(c))) for c in per)])
+    lines.append(f"{'category':<{width}} {'PQ':>6} {'SQ':>6} {'RQ':>6} {'TP':>5} {'FP':>5} {'FN':>5}")
+    for c, v in per.items():
+        name = (names or {}).get(c, str(c))
+        row = (f"{_pct(v['pq']):>6} {_pct(v['sq']):>6} {_pct(v['rq']):>6} {v['tp']:5d} {v['fp']:5d} {v['fn']:5d}"
+               if not math.isnan(v["pq"]) else "absent")
+        lines.append(f"{name:<{width}} {row}")
     return "\n".join(lines)

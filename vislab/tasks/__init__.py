@@ -12,6 +12,7 @@ from vislab.tasks import (  # noqa: F401  (each registers its task)
     generative,
     localization,
     metric,
+    panoptic,
     segmentation,
     seq2seq,
 )

@@ -22,17 +22,22 @@ EVAL_FILES = ("detect_eval.json", "detect_gt.json", "detect_detections.json")
 
 def detect_image(run_dir: str, image_path: str, out: str | None = None, pyramid: PyramidConfig = PyramidConfig(),
                  conv: bool = False, score_thr: float = 0.5, nms_iou: float = 0.3,
-                 device: str = "auto") -> tuple[dict, list[str], str]:
-    """Detections of one image file, drawn to ``out`` (default ``IMAGE_STEM_detections.png``):
-    returns them, the class names and the path written."""
+                 device: str = "auto") -> tuple[dict, list[str], list[str]]:
+    """Detections of one image file, drawn to ``out`` (default ``IMAGE_STEM_detections.png``;
+    a panoptic run also draws its panoptic map beside it, ``..._panoptic.png``): returns them,
+    the class names and the paths written."""
     if out is not None and os.path.isdir(out):
         out = os.path.join(out, f"{os.path.splitext(os.path.basename(image_path))[0]}_detections.png")
     image = read_image(image_path)
-    detector = as_detector(load_run(run_dir, device), pyramid, conv, score_thr, nms_iou)
+    run = load_run(run_dir, device)
+    detector = as_detector(run, pyramid, conv, score_thr, nms_iou)
     det = detector.detect(image)
     out = out or f"{os.path.splitext(os.path.basename(image_path))[0]}_detections.png"
     draw_detections(image, det, detector.classes, out)
-    return det, detector.classes, out
+    paths = [out]
+    if hasattr(run.task, "draw_panoptic"):
+        paths.append(run.task.draw_panoptic(run, image, os.path.splitext(out)[0] + "_panoptic.png"))
+    return det, detector.classes, paths
 
 
 def evaluate_detector(run_dir: str, num_scenes: int | None = None, time_scenes: int = 5,
