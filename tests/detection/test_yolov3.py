@@ -14,9 +14,11 @@ import yaml
 
 from tests.detection.overfit import check_detections, overfit_ap50
 from vislab.detection.yolov3 import (
+    HAND_ANCHORS,
     SCENE_ANCHORS,
     ConcatNeck,
     YOLOv3,
+    anchor_note,
     anchor_report,
     assign_targets,
     decode,
@@ -143,11 +145,15 @@ def test_kmeans_anchors_beat_hand_picked_on_the_scenes():
     boxes = torch.cat([t["boxes"] for t in scenes.targets])
     wh = boxes[:, 2:] - boxes[:, :2]
     hand = torch.tensor([[s / math.sqrt(r), s * math.sqrt(r)] for s in (12, 24, 48) for r in (0.5, 1, 2)])
+    assert torch.allclose(torch.tensor(HAND_ANCHORS), hand)
     learned = kmeans_anchors(wh, 9)
     report = anchor_report(wh, ANCHORS, hand)
     assert report["kmeans"] == pytest.approx(_mean_best_iou_numpy(wh.numpy(), ANCHORS.numpy()), rel=1e-5)
     assert report["hand"] == pytest.approx(_mean_best_iou_numpy(wh.numpy(), hand.numpy()), rel=1e-5)
     assert report["kmeans"] > report["hand"] + 0.08
+    assert anchor_note(boxes, recipe["model"]["kwargs"]["anchors"]) == (
+        f"anchors: mean best IoU with the {len(wh)} training boxes {report['kmeans']:.3f} (hand-picked "
+        f"12/24/48 px x ratios 0.5/1/2: {report['hand']:.3f})")
     assert _mean_best_iou_numpy(wh.numpy(), learned.numpy()) > report["hand"] + 0.08
 
 

@@ -65,10 +65,23 @@ ANCHORS_PER_SCALE = 3
 MAX_LOG_SCALE = math.log(1000.0 / 16)    # torchvision's clamp of exp() in box decoding
 
 
+# RetinaNet's hand-picked anchors for the same scenes: 12/24/48 px x ratios (h / w) 0.5/1/2, as (w, h)
+HAND_ANCHORS = tuple((s / math.sqrt(r), s * math.sqrt(r)) for s in (12, 24, 48) for r in (0.5, 1, 2))
+
+
 def anchor_report(wh: Tensor, anchors: Tensor, hand: Tensor) -> dict[str, float]:
     """The mean best IoU (YOLOv2's "Avg IOU") of boxes ``wh`` ``Tensor[N, 2]`` with learned
     ``anchors`` ``Tensor[K, 2]`` and with hand-picked ones ``Tensor[M, 2]``."""
     return {"kmeans": mean_best_iou(wh, anchors), "hand": mean_best_iou(wh, hand)}
+
+
+def anchor_note(boxes: Tensor, anchors) -> str:
+    """The line a YOLOv3 run prints when its data is built: the anchors' mean best IoU with the
+    training boxes ``Tensor[N, 4]``, against :data:`HAND_ANCHORS`'."""
+    wh = boxes[:, 2:] - boxes[:, :2]
+    r = anchor_report(wh, torch.as_tensor(anchors, dtype=torch.float32), torch.tensor(HAND_ANCHORS))
+    return (f"anchors: mean best IoU with the {len(wh)} training boxes {r['kmeans']:.3f} (hand-picked "
+            f"12/24/48 px x ratios 0.5/1/2: {r['hand']:.3f})")
 
 
 # --------------------------------------------------------------------------- neck and head
@@ -331,5 +344,5 @@ def yolov3(num_classes: int = 10, in_chans: int = 3, backbone: str = "darknet_ti
                   score_thresh, nms_thresh, topk_candidates, detections_per_img)
 
 
-__all__ = ["ANCHORS_PER_SCALE", "SCENE_ANCHORS", "ConcatNeck", "YOLOHead", "YOLOv3", "anchor_report",
+__all__ = ["ANCHORS_PER_SCALE", "HAND_ANCHORS", "SCENE_ANCHORS", "anchor_note", "ConcatNeck", "YOLOHead", "YOLOv3", "anchor_report",
            "assign_targets", "decode", "make_grid", "yolo_loss", "yolov3"]

@@ -168,6 +168,9 @@ class DetectionTask:
         info = DataInfo("scenes", tuple(train.categories), 3, tuple(config.image_size), norm, {"scenes": opts})
         n_obj = sum(len(t["labels"]) for t in train.targets)
         notes = [f"{len(train)} training scenes with {n_obj} objects, {len(val)} validation scenes"]
+        if cfg.model.name == "yolov3":         # its anchors against hand-picked ones, as the notes ask
+            anchors = cfg.model.kwargs.get("anchors") or yolov3.SCENE_ANCHORS
+            notes.append(yolov3.anchor_note(torch.cat([t["boxes"] for t in train.targets]), anchors))
         return DataBundle(norm.from_uint8(train.images, device),
                           pack_targets(train.targets, [train.instance_maps]).to(device),
                           norm.from_uint8(val.images, device),
