@@ -221,6 +221,10 @@ class DetectionTask:
         evaluated on them (``coco_segm``, ``per_category_segm``), and both files carry the
         masks (``segmentation``) for ``vislab eval-detections --iou-type segm``."""
         test, dets = self._test_detections(run, num_scenes)
+        return self.score_scenes(run, test, dets)
+
+    def score_scenes(self, run: TrainedRun, test: SceneSet, dets: list[dict]) -> tuple[dict, dict, list]:
+        """:meth:`evaluate_scenes` of detections ``dets`` already made on the test scenes ``test``."""
         classes = list(run.classes)
         targets = scene_targets(test)
         ev = evaluate_detections(dets, targets, classes)

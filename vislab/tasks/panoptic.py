@@ -145,8 +145,8 @@ class PanopticTask(DetectionTask):
         overall (``pq``...), over things (``pq_things``...) and stuff (``pq_stuff``...), and
         ``per_class`` by name (``None`` where a category occurs on neither side); and a figure
         of the panoptic maps beside the ground truth."""
-        report, gt, results = super().evaluate_scenes(run, num_scenes)
-        test, dets = self._last_test
+        test, dets = self._test_detections(run, num_scenes)
+        report, gt, results = self.score_scenes(run, test, dets)
         k, s = len(run.classes), int(run.info.extra["stuff"])
         names = [*run.classes, *run.info.extra["stuff_classes"]]
         meter = PanopticMeter(range(k), range(k, k + s))
@@ -166,9 +166,7 @@ class PanopticTask(DetectionTask):
         config, opts = _run_scene_options(run)
         test = make_scenes("test", num_scenes or opts["test"], config, opts["seed"], run.config.data.root)
         x = run.norm.from_uint8(test.images, run.device)
-        dets = detect_batches(run.model, x, run.config.train.eval_batch_size, masks="rle")
-        self._last_test = (test, dets)        # what evaluate_scenes scores the panoptic maps of
-        return test, dets
+        return test, detect_batches(run.model, x, run.config.train.eval_batch_size, masks="rle")
 
     def _figure(self, run: TrainedRun, test: SceneSet, dets: list[dict], score_thr: float = SHOW_SCORE) -> str:
         """The detection task's figure (boxes and masks) of the instances."""
