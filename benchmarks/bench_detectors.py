@@ -37,7 +37,8 @@ bilinear resize at scale 1, the identity, inside torchvision's inference time). 
 MACs come out equal to the vislab model's; their runs load, evaluate and detect like any other.  Times of a --quick run include each process's
 first-model warm-up and mean nothing; the full run's minutes of training do not notice it.
 
-Columns: COCO box AP, AP50, AP75, AP small / medium / large, parameters, MACs of one scene
+Columns: COCO box AP, AP50, AP75, AP small / medium / large, AP50any (AP50 with every class made
+one: how well the objects are found; the gap to AP50 is class confusion), parameters, MACs of one scene
 (``vislab.analysis.summarize``; 'n/a' where it cannot count a model), training seconds and training
 images/s, inference ms per image (batch 1, postprocessing included, best of 3 passes over the first
 test scenes) and frames per second at the scene size; the machine's measured CPU sgemm is printed
@@ -201,8 +202,46 @@ def collect(rows_plan: dict[str, tuple[str, list[str]]], base: list[str], out: s
     jobs = [(name, os.path.join(out, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".json"),
              partial(measure, name, recipe, base + overrides, out, device, infer_scenes))
             for name, (recipe, overrides) in rows_plan.items()]
-    return measured_rows(jobs, reuse, lambda r: f"AP {r['AP']:.3f} AP50 {r['AP50']:.3f} after {r['train_s']:.0f} s "
-                                               "of training")
+    rows = measured_rows(jobs, reuse, lambda r: f"AP {r['AP']:.3f} AP50 {r['AP50']:.3f} after {r['train_s']:.0f} s "
+                                                      "of training")
+    for r in rows:                  # rows measured before the column existed get it from their files
+        if r.get("AP50_any") is None:
+            r["AP50_any"] = class_agnostic_ap50(r["run_dir"])
+    return rows
+
+
+def class_agnostic_ap50(run_dir: str) -> float | None:
+    """AP50 of the run's test detections with every class made one (``eval_gt.json`` /
+    ``eval_detections.json``): how well the objects are found, whatever the class said -- the
+    gap to AP50 is the confusion between classes.  None when the run wrote no files."""
+    from vislab.metrics.detection import evaluate_detections
+
+    paths = [os.path.join(run_dir, f) for f in ("eval_gt.json", "eval_detections.json")]
+    if not all(os.path.exists(p) for p in paths):
+        return None
+    with open(paths[0]) as f:
+        gt = json.load(f)
+    with open(paths[1]) as f:
+        dets = json.load(f)
+    index = {im["id"]: i for i, im in enumerate(gt["images"])}
+
+    def table(items: list[dict], is_gt: bool) -> list[dict]:
+        per: list[list[dict]] = [[] for _ in index]
+        for a in items:
+            per[index[a["image_id"]]].append(a)
+        out = []
+        for anns in per:
+            boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]).reshape(-1, 4)
+            d = {"boxes": boxes, "labels": torch.zeros(len(anns), dtype=torch.long)}
+            if is_gt:
+                d["area"] = torch.tensor([float(a["area"]) for a in anns])
+                d["iscrowd"] = torch.tensor([int(a.get("iscrowd", 0)) for a in anns])
+            else:
+                d["scores"] = torch.tensor([float(a["score"]) for a in anns])
+            out.append(d)
+        return out
+
+    return evaluate_detections(table(dets, False), table(gt["annotations"], True), ["object"]).as_dict()["AP50"]
 
 
 def read_two_stage(path: str) -> list[dict]:
@@ -227,7 +266,7 @@ def print_table(rows: list[dict], sgemm: float) -> None:
     """The one table; a ``mask AP`` column when a row has one (Mask R-CNN)."""
     masks = any(r.get("mask_AP") is not None for r in rows)
     print(f"{'detector':31s} {'AP':>6s} {'AP50':>6s} {'AP75':>6s} {'APs':>6s} {'APm':>6s} {'APl':>6s} "
-          + ("mask AP " if masks else "")
+          f"{'AP50any':>7s} " + ("mask AP " if masks else "")
           + f"{'params':>8s} {'GMACs':>7s} {'train s':>8s} {'img/s':>7s} {'ms/img':>7s} {'fps':>7s}  "
           f"(sgemm {sgemm:.0f} GFLOP/s)")
     for r in rows:
@@ -236,14 +275,15 @@ def print_table(rows: list[dict], sgemm: float) -> None:
         name = r["name"] + (" (read)" if "source" in r else "")
         print(f"{name:31s} {_f(r.get('AP'), '6.3f')} {_f(r.get('AP50'), '6.3f')} {_f(r.get('AP75'), '6.3f')} "
               f"{_f(r.get('APs'), '6.3f')} {_f(r.get('APm'), '6.3f')} {_f(r.get('APl'), '6.3f')} "
-              + (f"{_f(r.get('mask_AP'), '7.3f')} " if masks else "")
+              f"{_f(r.get('AP50_any'), '7.3f')} " + (f"{_f(r.get('mask_AP'), '7.3f')} " if masks else "")
               + f"{params:>8s} {macs:>7s} {_f(r.get('train_s'), '8.1f')} {_f(r.get('train_img_s'), '7.1f')} "
               f"{_f(r.get('infer_ms'), '7.2f')} {_f(r.get('fps'), '7.1f')}")
     if rows and "test_scenes" in rows[0]:
         r = rows[0]
         print(f"scenes {r['image_size'][0]}x{r['image_size'][1]}: {r['train_scenes']} training x {r['epochs']} "
               f"epochs, {r['test_scenes']} test; inference batch 1 on {r['infer_scenes']} scenes, {r['device']}, "
-              f"{r['threads']} threads; APs/APm/APl -1 where no object of that size")
+              f"{r['threads']} threads; APs/APm/APl -1 where no object of that size; AP50any: AP50 with every "
+              "class made one (objects found, whatever the class)")
 
 
 def goals(rows: list[dict]) -> None:

@@ -40,6 +40,10 @@ def test_box_row_matches_pycocotools_on_its_files(quick):
     if dets:
         ref = pycocotools_eval(gt, dets).stats
         assert [row[k] for k in ("AP", "AP50", "APs")] == pytest.approx([ref[0], ref[1], ref[3]], abs=1e-9)
+        one = {**gt, "categories": [{"id": 1, "name": "object"}],
+               "annotations": [{**a, "category_id": 1} for a in gt["annotations"]]}
+        ref_any = pycocotools_eval(one, [{**d, "category_id": 1} for d in dets]).stats
+        assert row["AP50_any"] == pytest.approx(ref_any[1], abs=1e-9)
     else:
         assert row["AP"] == 0
 
