@@ -101,6 +101,7 @@ def test_predict_detect_and_report(run_dir, run_cli, tmp_path):
     assert code == 0, err
     html = (run_dir / "report.html").read_text()
     assert "COCO box evaluation" in html and "Detections on test scenes" in html
+    assert "Precision-recall per category" in html and (run_dir / "plots" / "pr_curves.png").exists()
 
 
 def test_user_mistakes(run_cli, tmp_path):

@@ -54,6 +54,7 @@ from vislab.io import atomic_write_text
 from vislab.metrics.detection import evaluate_detections
 from vislab.metrics.masks import MASK_THRESHOLD, rle_decode, rle_encode
 from vislab.report import html as H
+from vislab.report.plots import plot_pr_curves
 from vislab.tasks.base import (
     DataBundle,
     Section,
@@ -231,9 +232,12 @@ class DetectionTask:
         size = tuple(run.info.image_size)
         _, opts = scene_options(run.info.extra["scenes"])
         figure = self._figure(run, test, dets)
+        curves = plot_pr_curves(ev.pr_curves(0.5), run.path("plots", "pr_curves.png"),
+                                title=f"precision-recall at IoU 0.5, {len(test)} test scenes")
         report = {"task": self.name, "run_dir": run.run_dir, "dataset": "scenes", "model": run.config.model.name,
                   "scenes": opts, "num_images": len(test), "num_objects": sum(len(t["labels"]) for t in test.targets),
-                  "coco": ev.as_dict(), "per_category": ev.per_category(), "plots": [os.path.basename(figure)]}
+                  "coco": ev.as_dict(), "per_category": ev.per_category(),
+                  "plots": [os.path.basename(figure), os.path.basename(curves)]}
         report["summary"] = f"{len(test)} test scenes, {report['num_objects']} objects\n{ev.summary()}"
         if dets and "masks" in dets[0]:
             segm = evaluate_detections(dets, targets, classes, iou_type="segm")
@@ -329,6 +333,10 @@ class DetectionTask:
         if os.path.exists(figure):
             sections.append(Section("detections", f"Detections on test scenes (score >= {SHOW_SCORE})",
                                     H.img(figure, "detections")))
+        curves = run.path("plots", "pr_curves.png")
+        if os.path.exists(curves):
+            sections.append(Section("pr_curves", "Precision-recall per category at IoU 0.5 (COCO's 101 recall "
+                                    "points, box AP50 is the area under each)", H.img(curves, "precision-recall curves")))
         sections.append(Section("scenes", "Test scenes", H.pre(json.dumps(ev["scenes"], indent=1))))
         return sections
 
