@@ -205,7 +205,7 @@ def panoptic_fpn(num_classes: int = 10, in_chans: int = 3, backbone: str = "resn
                  backbone_kwargs: dict | None = None, strides: tuple[int, ...] = (4, 8, 16), fpn_chs: int = 64,
                  anchor_sizes: tuple[float, ...] = (12, 24, 48), aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
                  rpn_fg_iou: float = 0.7, rpn_bg_iou: float = 0.3, rpn_batch_size_per_image: int = 256,
-                 rpn_positive_fraction: float = 0.5, rpn_pre_nms_top_n: tuple[int, int] = (300, 300),
+                 rpn_positive_fraction: float = 0.5, rpn_pre_nms_top_n: tuple[int, int] = (150, 150),
                  rpn_post_nms_top_n: tuple[int, int] = (200, 100), rpn_nms_thresh: float = 0.7,
                  roi_size: int = 7, sampling_ratio: int = 2, canonical_size: float = 32,
                  canonical_level: int = 3, representation_size: int = 256, box_fg_iou: float = 0.5,
