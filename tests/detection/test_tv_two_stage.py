@@ -26,17 +26,23 @@ def test_same_parameters_as_vislab_faster_rcnn_fpn():
     tv = create_model("tv_faster_rcnn", num_classes=5, **SMALL)
     shapes = [p.shape for p in ours.parameters()]
     assert [p.shape for p in tv.parameters()] == shapes
-    tv_mask = create_model("tv_mask_rcnn", num_classes=5, **SMALL, mask_layers=(16, 16))
+    mask = {"mask_num_convs": 2, "mask_chs": 16}
+    tv_mask = create_model("tv_mask_rcnn", num_classes=5, **SMALL, **mask)
     extra = [p.shape for n, p in tv_mask.named_parameters() if "mask" in n]
     assert [p.shape for n, p in tv_mask.named_parameters() if "mask" not in n] == shapes
     assert extra == [(16, 16, 3, 3), (16,), (16, 16, 3, 3), (16,), (16, 16, 2, 2), (16,), (6, 16, 1, 1), (6,)]
+    import vislab.detection.mask_rcnn  # noqa: F401  (registers mask_rcnn)
+    ours_mask = create_model("mask_rcnn", num_classes=5, **SMALL, **mask)
+    ours_extra = [p.shape for n, p in ours_mask.named_parameters() if "mask" in n]
+    assert ours_extra[:-2] == extra[:-2]            # the same mask head; torchvision's predictor also
+    assert ours_extra[-2:] == [(5, 16, 1, 1), (5,)]  # has a mask for the background class
 
 
 def test_wrappers_train_a_step_and_return_vislab_outputs():
     x, targets = _scenes()
     for name, keys in (("tv_faster_rcnn", set()), ("tv_mask_rcnn", {"mask"})):
         torch.manual_seed(0)
-        model = create_model(name, num_classes=10, **SMALL, **({"mask_layers": (16, 16)} if keys else {}))
+        model = create_model(name, num_classes=10, **SMALL, **({"mask_chs": 16} if keys else {}))
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         losses = model.train()(x, targets)
         assert set(losses) == {"loss", "rpn_objectness", "rpn_box", "cls", "box"} | keys

@@ -226,10 +226,13 @@ def tv_mask_rcnn(num_classes: int = 10, in_chans: int = 3, backbone: str = "resn
                  canonical_level: int = 3, representation_size: int = 256, box_fg_iou: float = 0.5,
                  box_bg_iou: float = 0.5, box_batch_size_per_image: int = 64, box_positive_fraction: float = 0.25,
                  score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
-                 image_size: int = 64, mask_layers: tuple[int, ...] = (64, 64, 64, 64),
-                 mask_roi_size: int = 14) -> TorchvisionRCNN:
-    """torchvision's ``MaskRCNN`` as :func:`tv_faster_rcnn` plus its mask branch: RoIAlign
-    ``mask_roi_size`` from the same levels, ``mask_layers`` 3x3 conv + ReLU, a 2x2 transposed
-    conv and per-class mask logits (the paper's 4 x 256 layers, narrowed to the FPN's width);
-    eval ``masks`` ``(n, H, W)`` probabilities."""
-    return _tv_rcnn(**locals())
+                 image_size: int = 64, mask_roi_size: int = 7, mask_num_convs: int = 2,
+                 mask_chs: int = 64) -> TorchvisionRCNN:
+    """torchvision's ``MaskRCNN`` as :func:`tv_faster_rcnn` plus its mask branch, set up as vislab's
+    ``mask_rcnn``: RoIAlign ``mask_roi_size`` from the same levels, ``mask_num_convs`` 3x3 conv +
+    ReLU of ``mask_chs`` channels, a 2x2 transposed conv and per-class mask logits (the paper's
+    4 x 256 layers on 14x14 is ``mask_roi_size=14, mask_num_convs=4, mask_chs=256``); eval
+    ``masks`` ``(n, H, W)`` probabilities."""
+    kwargs = dict(locals())
+    layers = (kwargs.pop("mask_chs"),) * kwargs.pop("mask_num_convs")
+    return _tv_rcnn(**kwargs, mask_layers=layers)
