@@ -317,26 +317,12 @@ def interleaved_speed(pairs: dict[str, dict[str, tuple[str, list[str]]]], device
                 batches = [(x[:bs], targets[:bs]), (x[bs:], targets[bs:])]
                 infer_x = x[:infer_scenes]
 
-        def train_steps(name: str, n: int) -> float:
-            model, opt = models[name], opts[name]
-            model.train()
-            _sync(torch.device(device))
-            t0 = time.perf_counter()
-            for i in range(n):
-                xb, tb = batches[i % 2]
-                loss = model(xb, tb)["loss"]
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            _sync(torch.device(device))
-            return time.perf_counter() - t0
-
         best = {name: math.inf for name in models}
         for name in models:
-            train_steps(name, 2)                                   # warm-up
+            _train_steps(models[name], opts[name], batches, 2, device)          # warm-up
         for _ in range(rounds):
             for name in models:
-                best[name] = min(best[name], train_steps(name, steps))
+                best[name] = min(best[name], _train_steps(models[name], opts[name], batches, steps, device))
         ms = {name: math.inf for name in models}
         for _ in range(rounds):
             for name, model in models.items():
@@ -344,6 +330,21 @@ def interleaved_speed(pairs: dict[str, dict[str, tuple[str, list[str]]]], device
         for name in models:
             out[name] = {"train_img_s": steps * len(batches[0][0]) / best[name], "infer_ms": ms[name]}
     return out
+
+
+def _train_steps(model: nn.Module, opt: torch.optim.Optimizer, batches: list, n: int, device: str) -> float:
+    """Seconds of ``n`` training steps cycling over ``batches`` of ``(images, targets)``."""
+    model.train()
+    _sync(torch.device(device))
+    t0 = time.perf_counter()
+    for i in range(n):
+        xb, tb = batches[i % len(batches)]
+        loss = model(xb, tb)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    _sync(torch.device(device))
+    return time.perf_counter() - t0
 
 
 def print_speed(speed: dict[str, dict[str, float]], pairs: dict[str, dict], sgemm: float) -> None:
