@@ -318,11 +318,11 @@ def interleaved_speed(pairs: dict[str, dict[str, tuple[str, list[str]]]], device
                 infer_x = x[:infer_scenes]
 
         best = {name: math.inf for name in models}
-        for name in models:
-            _train_steps(models[name], opts[name], batches, 2, device)          # warm-up
+        for name, model in models.items():
+            _train_steps(model, opts[name], batches, 2, device)                 # warm-up
         for _ in range(rounds):
-            for name in models:
-                best[name] = min(best[name], _train_steps(models[name], opts[name], batches, steps, device))
+            for name, model in models.items():
+                best[name] = min(best[name], _train_steps(model, opts[name], batches, steps, device))
         ms = {name: math.inf for name in models}
         for _ in range(rounds):
             for name, model in models.items():
