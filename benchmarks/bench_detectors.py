@@ -276,13 +276,14 @@ def print_table(rows: list[dict], sgemm: float) -> None:
         name = r["name"] + (" (read)" if "source" in r else "")
         print(f"{name:31s} {_f(r.get('AP'), '6.3f')} {_f(r.get('AP50'), '6.3f')} {_f(r.get('AP75'), '6.3f')} "
               f"{_f(r.get('APs'), '6.3f')} {_f(r.get('APm'), '6.3f')} {_f(r.get('APl'), '6.3f')} "
-              f"{_f(r.get('AP50_any'), '7.3f')} " + (f"{_f(r.get('mask_AP'), '7.3f')} " if masks else "")
+              f"{_f(r.get('AP50_any'), '7.3f'):>7s} " + (f"{_f(r.get('mask_AP'), '7.3f'):>7s} " if masks else "")
               + f"{params:>8s} {macs:>7s} {_f(r.get('train_s'), '8.1f')} {_f(r.get('train_img_s'), '7.1f')} "
               f"{_f(r.get('infer_ms'), '7.2f')} {_f(r.get('fps'), '7.1f')}")
     if rows and "test_scenes" in rows[0]:
         r = rows[0]
-        print(f"scenes {r['image_size'][0]}x{r['image_size'][1]}: {r['train_scenes']} training x {r['epochs']} "
-              f"epochs, {r['test_scenes']} test; inference batch 1 on {r['infer_scenes']} scenes, {r['device']}, "
+        epochs = "/".join(str(e) for e in sorted({x["epochs"] for x in rows if "epochs" in x}))
+        print(f"scenes {r['image_size'][0]}x{r['image_size'][1]}: {r['train_scenes']} training x {epochs} "
+              f"epochs (each run's recipe), {r['test_scenes']} test; inference batch 1 on {r['infer_scenes']} scenes, {r['device']}, "
               f"{r['threads']} threads; APs/APm/APl -1 where no object of that size; AP50any: AP50 with every "
               "class made one (objects found, whatever the class)")
 
@@ -378,31 +379,36 @@ def goals(rows: list[dict], speed: dict[str, dict[str, float]] | None = None) ->
 
 
 def plot(rows: list[dict], path: str) -> str:
-    """Box AP against inference ms per image (log x), one labelled point per detector."""
+    """Box AP against inference ms per image (log x), one labelled point per detector: vislab's
+    one-stage (circles) and two-stage (squares, rows read from the two-stage benchmark), and
+    torchvision's copies (orange)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     placed: list[tuple[float, float]] = []
-    kinds = {"vislab": "C0", "torchvision": "C1", "two-stage (read)": "C2"}
-    for r in rows:
-        if r.get("infer_ms") is None:
-            continue
-        kind = "two-stage (read)" if "source" in r else "torchvision" if r["name"].startswith("tv-") else "vislab"
+    for r in sorted((r for r in rows if r.get("infer_ms") is not None), key=lambda r: r["infer_ms"]):
+        two = "source" in r
+        kind = ("torchvision " if r["name"].startswith("tv-") else "vislab ") + ("two-stage" if two else "one-stage")
         x, y = r["infer_ms"], r["AP"]
-        ax.scatter(x, y, color=kinds[kind], label=kind)
-        near = sum(abs(math.log10(x / px)) < 0.08 and abs(y - py) < 0.02 for px, py in placed)
+        ax.scatter(x, y, color="C1" if r["name"].startswith("tv-") else "C0", marker="s" if two else "o",
+                   label=kind)
+        near = any(abs(math.log10(x / px)) < 0.12 and abs(y - py) < 0.012 for px, py in placed)
         placed.append((x, y))
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(4, 3 - 10 * near), fontsize=8)
+        ax.annotate(r["name"], (x, y), textcoords="offset points", fontsize=8,
+                    xytext=(-5, -11) if near else (5, 3), ha="right" if near else "left")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
     ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi * 1.6)                      # room for the slowest one's label
+    ax.set_xticks([t for t in (2, 5, 10, 20, 50, 100, 200, 500) if lo <= t <= hi * 1.6])
     ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(ScalarFormatter())
-    ax.set_xlabel("inference ms per image, batch 1, postprocessing included (log scale)")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("inference ms per image, batch 1, postprocessing and proposals included (log scale)")
     ax.set_ylabel("COCO box AP (test scenes)")
     ax.set_title("Detectors on generated scenes: accuracy against inference time")
     ax.grid(alpha=0.3, which="both")
