@@ -3,7 +3,7 @@
 Every vislab detector with the same budget, and torchvision's ``RetinaNet`` and ``SSD`` classes
 trained side by side on the same backbone.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_detectors            # the table (about an hour)
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_detectors            # the table (about 45 min; --ablation: 60)
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_detectors --reuse    # keep the rows done
     .venv/bin/python -m benchmarks.bench_detectors --ablation                   # + focal / BCE / BCE+HNM
     .venv/bin/python -m benchmarks.bench_detectors --two-stage runs/bench_two_stage/rows.json
@@ -47,7 +47,7 @@ beside the times (with ``--device cuda`` too: it is not the GPU's). ``--ablation
 ROWS.json``: rows of the two-stage benchmark (a JSON list, or a ``{name: row}`` mapping, of rows
 with this table's keys: ``AP``, ``AP50``, ``APs``, ``APm``, ``APl``, ``params``, ``macs``,
 ``train_s``, ``train_img_s``, ``infer_ms``, ``fps``; missing ones print '-') read into the same
-table and plot -- that benchmark is not written yet. Each row is saved as ``OUT/NAME.json`` as soon
+table and plot (`benchmarks/bench_two_stage.py` writes them to `runs/bench_two_stage/rows.json`). Each row is saved as ``OUT/NAME.json`` as soon
 as it is measured; ``--reuse`` keeps those (whatever options made them: give each budget its own
 ``--out``). The plot of AP against inference time goes to ``docs/images/detectors_ap_vs_time.png``
 on a full run (``--images-dir ''``: none).

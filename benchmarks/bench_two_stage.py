@@ -2,7 +2,7 @@
 Mask R-CNN -- and torchvision's ``FasterRCNN`` and ``MaskRCNN`` on the same backbone, in one table;
 Panoptic FPN on the scenes with stuff, with PQ / SQ / RQ.
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_two_stage             # the table (about 1.5 hours)
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_two_stage             # the table (about 2.5 hours on one thread)
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_two_stage --reuse     # keep the rows done
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_two_stage --models rcnn fast_rcnn
     .venv/bin/python -m benchmarks.bench_two_stage --quick                       # smoke run: seconds per model
