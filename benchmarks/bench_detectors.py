@@ -61,6 +61,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -421,32 +422,33 @@ def plot(rows: list[dict], path: str) -> str:
 
 # ----------------------------------------------------------------------------- main
 
-def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=None,
-                   help=f"rows to run (default: all of {', '.join([*VISLAB, *TORCHVISION])})")
+def parse_args(description: str, names: Sequence[str], out: str, argv: list[str] | None,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The detector benchmarks' shared options (rows ``names``, budget, output folder, reuse,
+    device, seed, quick), plus ``extra``'s; returns the arguments and the chosen rows."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--models", nargs="+", default=None, help=f"rows to run (default: all of {', '.join(names)})")
     p.add_argument("--epochs", type=int, help="epochs of every model (default: the recipes')")
     p.add_argument("--train-scenes", type=int, help="training scenes of every model (default: the recipes')")
-    p.add_argument("--ablation", action="store_true", help="also RetinaNet with focal / bce / bce_hard_negatives")
-    p.add_argument("--two-stage", metavar="ROWS.json", help="rows of the two-stage benchmark to add to the table")
-    p.add_argument("--out", default="runs/bench_detectors", help="per-row JSON results and run directories")
+    if extra:
+        extra(p)
+    p.add_argument("--out", default=out, help="per-row JSON results and run directories")
     p.add_argument("--reuse", action="store_true", help="keep the rows already measured in --out")
-    p.add_argument("--images-dir", default="docs/images", help="where the plot goes on a full run ('' for none)")
+    p.add_argument("--images-dir", default="docs/images", help="where the figures go on a full run ('' for none)")
     p.add_argument("--device", default="cpu", help="cpu or cuda: the engine trains and evaluates every row there")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 64 training scenes, 1 epoch, 24 test scenes, narrow models")
     args = p.parse_args(argv)
-    models = args.models or [*VISLAB, *TORCHVISION]
-    unknown = set(models) - set(VISLAB) - set(TORCHVISION)
+    models = args.models or list(names)
+    unknown = set(models) - set(names)
     if unknown:
-        p.error(f"--models: unknown {', '.join(sorted(unknown))}; choose among {', '.join([*VISLAB, *TORCHVISION])}")
-    if os.path.exists(os.path.join(RECIPES_DIR, "yolov3.yaml")):
-        import importlib
-        try:                               # its model registers itself when imported
-            importlib.import_module("vislab.detection.yolov3")
-        except ImportError:
-            pass
+        p.error(f"--models: unknown {', '.join(sorted(unknown))}; choose among {', '.join(names)}")
+    return args, models
+
+
+def budget_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides every row of a run shares: seed, device, ``--quick``, the budget."""
     base = [f"seed={args.seed}", f"device={args.device}"]
     if args.quick:
         base += QUICK
@@ -454,6 +456,22 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         base.append(f"train.epochs={args.epochs}")
     if args.train_scenes:
         base.append(f"data.limit_train={args.train_scenes}")
+    return base
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
+    def extra(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ablation", action="store_true", help="also RetinaNet with focal / bce / bce_hard_negatives")
+        p.add_argument("--two-stage", metavar="ROWS.json", help="rows of the two-stage benchmark to add to the table")
+
+    args, models = parse_args(__doc__.splitlines()[0], [*VISLAB, *TORCHVISION], "runs/bench_detectors", argv, extra)
+    if os.path.exists(os.path.join(RECIPES_DIR, "yolov3.yaml")):
+        import importlib
+        try:                               # its model registers itself when imported
+            importlib.import_module("vislab.detection.yolov3")
+        except ImportError:
+            pass
+    base = budget_overrides(args)
     os.makedirs(args.out, exist_ok=True)
     sgemm = measured_sgemm_gflops(best_of=5)
     print(f"sgemm: {sgemm:.0f} GFLOP/s fp32 (2048x2048, {torch.get_num_threads()} threads), torch {torch.__version__}, "

@@ -33,7 +33,6 @@ least 0.80.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -100,29 +99,8 @@ def print_panoptic(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=None, help=f"rows to run (default: all of {', '.join(ALL)})")
-    p.add_argument("--epochs", type=int, help="epochs of every model (default: the recipes')")
-    p.add_argument("--train-scenes", type=int, help="training scenes of every model (default: the recipes')")
-    p.add_argument("--out", default="runs/bench_two_stage", help="per-row JSON results and run directories")
-    p.add_argument("--reuse", action="store_true", help="keep the rows already measured in --out")
-    p.add_argument("--images-dir", default="docs/images", help="where the figures go on a full run ('' for none)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda: the engine trains and evaluates every row there")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 64 training scenes, 1 epoch, 24 test scenes, narrow models")
-    args = p.parse_args(argv)
-    models = args.models or list(ALL)
-    unknown = set(models) - set(ALL)
-    if unknown:
-        p.error(f"--models: unknown {', '.join(sorted(unknown))}; choose among {', '.join(ALL)}")
-    base = [f"seed={args.seed}", f"device={args.device}"]
-    if args.quick:
-        base += bd.QUICK
-    if args.epochs:
-        base.append(f"train.epochs={args.epochs}")
-    if args.train_scenes:
-        base.append(f"data.limit_train={args.train_scenes}")
+    args, models = bd.parse_args(__doc__.splitlines()[0], ALL, "runs/bench_two_stage", argv)
+    base = bd.budget_overrides(args)
     os.makedirs(args.out, exist_ok=True)
     sgemm = measured_sgemm_gflops(best_of=5)
     print(f"sgemm: {sgemm:.0f} GFLOP/s fp32 (2048x2048, {torch.get_num_threads()} threads), torch {torch.__version__}, "
