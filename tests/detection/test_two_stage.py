@@ -141,6 +141,9 @@ def test_options_are_checked_and_registered():
         faster_rcnn(3, **TINY, rpn_bg_iou=0.8)
     with pytest.raises(UserError, match="box_positive_fraction"):
         fast_rcnn(3, **TINY, box_positive_fraction=0)
+    for bad in (5, (150,), (150, 150, 100)):
+        with pytest.raises(UserError, match=r"\[training, testing\] pairs"):
+            faster_rcnn_fpn(3, **TINY, rpn_pre_nms_top_n=bad)
 
 
 def _scenes(n: int):

@@ -351,9 +351,9 @@ def _rpn(anchors: AnchorGenerator, chs: int, fg_iou: float, bg_iou: float, batch
          nms_thresh: float) -> RegionProposalNetwork:
     if not 0 <= bg_iou <= fg_iou <= 1:
         raise UserError(f"model.kwargs.rpn_bg_iou {bg_iou} and rpn_fg_iou {fg_iou}: need 0 <= bg <= fg <= 1")
-    if len(pre_nms_top_n) != 2 or len(post_nms_top_n) != 2:
+    if not all(isinstance(n, (list, tuple)) and len(n) == 2 for n in (pre_nms_top_n, post_nms_top_n)):
         raise UserError("model.kwargs.rpn_pre_nms_top_n and rpn_post_nms_top_n are [training, testing] pairs, "
-                        f"got {list(pre_nms_top_n)} and {list(post_nms_top_n)}")
+                        f"got {pre_nms_top_n!r} and {post_nms_top_n!r}: e.g. --set model.kwargs.rpn_pre_nms_top_n=[150,150]")
     head = RPNHead(chs, anchors.num_anchors_per_location()[0])
     return RegionProposalNetwork(anchors, head, fg_iou, bg_iou, batch_size_per_image, positive_fraction,
                                  dict(zip(("training", "testing"), pre_nms_top_n)),
