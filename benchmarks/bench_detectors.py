@@ -360,18 +360,23 @@ def print_speed(speed: dict[str, dict[str, float]], pairs: dict[str, dict], sgem
                   f"{b['infer_ms']:.2f} ms per image ({b['infer_ms'] / a['infer_ms']:.2f}x)")
 
 
+def versus(a: dict, b: dict, speed: dict[str, dict[str, float]]) -> str:
+    """The goal line of vislab's row ``a`` against torchvision's copy ``b``: AP within one point,
+    training images/s at least theirs (from the alternating rounds when ``speed`` has them)."""
+    sa, sb = speed.get(a["name"], a), speed.get(b["name"], b)
+    how = "alternating rounds" if a["name"] in speed else "full runs"
+    return (f"goal {a['name']} vs torchvision's, same backbone and budget: AP {a['AP']:.3f} vs {b['AP']:.3f} "
+            f"({100 * (a['AP'] - b['AP']):+.1f} points; goal >= -1), training {sa['train_img_s']:.1f} vs "
+            f"{sb['train_img_s']:.1f} images/s ({sa['train_img_s'] / sb['train_img_s']:.2f}x, {how}; goal >= 1)")
+
+
 def goals(rows: list[dict], speed: dict[str, dict[str, float]] | None = None) -> None:
     """The issue's goals, each with the figures that decide it."""
     by = {r["name"]: r for r in rows}
     speed = speed or {}
-    for ours, theirs in (("retinanet", "tv-retinanet"), ("ssd", "tv-ssd")):
+    for ours, theirs in PAIRS.items():
         if ours in by and theirs in by:
-            a, b = by[ours], by[theirs]
-            sa, sb = (speed.get(ours, a), speed.get(theirs, b))
-            how = "alternating rounds" if ours in speed else "full runs"
-            print(f"goal {ours} vs torchvision's, same backbone and budget: AP {a['AP']:.3f} vs {b['AP']:.3f} "
-                  f"({100 * (a['AP'] - b['AP']):+.1f} points; goal >= -1), training {sa['train_img_s']:.1f} vs "
-                  f"{sb['train_img_s']:.1f} images/s ({sa['train_img_s'] / sb['train_img_s']:.2f}x, {how}; goal >= 1)")
+            print(versus(by[ours], by[theirs], speed))
     one_stage = [r for r in rows if r["name"] in VISLAB]
     if one_stage:
         best = max(one_stage, key=lambda r: r["AP50"])

@@ -73,13 +73,7 @@ def goals(rows: list[dict], speed: dict[str, dict[str, float]]) -> None:
     if "faster_rcnn_fpn" in by:
         a = by["faster_rcnn_fpn"]
         if "tv-faster-rcnn" in by:
-            b = by["tv-faster-rcnn"]
-            sa, sb = speed.get("faster_rcnn_fpn", a), speed.get("tv-faster-rcnn", b)
-            how = "alternating rounds" if "faster_rcnn_fpn" in speed else "full runs"
-            print(f"goal faster_rcnn_fpn vs torchvision's FasterRCNN, same backbone and budget: AP {a['AP']:.3f} vs "
-                  f"{b['AP']:.3f} ({100 * (a['AP'] - b['AP']):+.1f} points; goal >= -1), training "
-                  f"{sa['train_img_s']:.1f} vs {sb['train_img_s']:.1f} images/s "
-                  f"({sa['train_img_s'] / sb['train_img_s']:.2f}x, {how}; goal >= 1)")
+            print(bd.versus(a, by["tv-faster-rcnn"], speed))
         print(f"goal faster_rcnn_fpn AP50 >= 0.80: {a['AP50']:.3f} (found whatever the class, AP50any: "
               f"{bd._f(a.get('AP50_any'), '.3f')})")
     if "mask_rcnn" in by and "tv-mask-rcnn" in by:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vislab.detection.boxes import BoxError, box_iou
+from vislab.detection.boxes import BoxError, box_iou, remove_small_boxes
 
 
 def _check(boxes: Tensor, scores: Tensor) -> None:
@@ -117,3 +117,16 @@ def soft_nms(boxes: Tensor, scores: Tensor, method: str = "linear", iou_threshol
     idx = torch.as_tensor(keep, dtype=torch.int64, device=boxes.device)
     new_scores = torch.stack(kept_scores).to(scores.dtype) if keep else scores[:0]
     return idx, new_scores
+
+
+def filter_detections(boxes: Tensor, scores: Tensor, labels: Tensor, score_thresh: float, nms_thresh: float,
+                      detections_per_img: int, min_size: float = 1e-2) -> dict[str, Tensor]:
+    """One image's final detections from its scored candidates (the last step of the R-CNN
+    family's inference): scores above ``score_thresh``, boxes at least ``min_size`` a side,
+    class-wise NMS at ``nms_thresh``, the ``detections_per_img`` best by decreasing score."""
+    keep = scores > score_thresh
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = remove_small_boxes(boxes, min_size)
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}

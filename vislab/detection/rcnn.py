@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislab.detection.boxes import box_iou, clip_boxes_to_image, remove_small_boxes
+from vislab.detection.boxes import box_iou, clip_boxes_to_image
 from vislab.detection.coder import BoxCoder
-from vislab.detection.nms import batched_nms
+from vislab.detection.nms import filter_detections
 from vislab.detection.proposals import MODES, SelectiveSearch
 from vislab.detection.roi import convert_boxes_to_rois, roi_align
 from vislab.detection.sampling import hard_negative_mask, sample_balanced
@@ -264,13 +264,9 @@ class RCNN(nn.Module):
         out = []
         for i in range(len(images)):
             mine = rois[:, 0] == i
-            boxes, scores, labels = boxes_all[mine].reshape(-1, 4), scores_all[mine].flatten(), labels_all[mine].flatten()
-            keep = scores > self.score_thresh
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = remove_small_boxes(boxes, 1e-2)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[:self.detections_per_img]
-            out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            out.append(filter_detections(boxes_all[mine].reshape(-1, 4), scores_all[mine].flatten(),
+                                         labels_all[mine].flatten(), self.score_thresh, self.nms_thresh,
+                                         self.detections_per_img))
         return out
 
 

@@ -57,10 +57,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vislab.detection.anchors import AnchorGenerator
-from vislab.detection.boxes import box_iou, clip_boxes_to_image, remove_small_boxes
+from vislab.detection.boxes import box_iou, clip_boxes_to_image
 from vislab.detection.coder import BoxCoder
 from vislab.detection.matcher import Matcher
-from vislab.detection.nms import batched_nms
+from vislab.detection.nms import filter_detections
 from vislab.detection.retinanet import FPN
 from vislab.detection.roi import multiscale_roi_align, roi_align, roi_pool
 from vislab.detection.rpn import RegionProposalNetwork, RPNHead
@@ -251,13 +251,8 @@ class RoIHeads(nn.Module):
         for boxes, scores in zip(boxes_all.split(counts), scores_all.split(counts)):
             boxes = clip_boxes_to_image(boxes, image_size)[:, 1:].reshape(-1, 4)           # background dropped
             labels = torch.arange(scores.shape[1] - 1, device=scores.device).repeat(len(scores))
-            scores = scores[:, 1:].reshape(-1)
-            keep = torch.where(scores > self.score_thresh)[0]
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = remove_small_boxes(boxes, 1e-2)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[:self.detections_per_img]
-            out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            out.append(filter_detections(boxes, scores[:, 1:].reshape(-1), labels, self.score_thresh,
+                                         self.nms_thresh, self.detections_per_img))
         return out
 
     def forward(self, features: Sequence[Tensor], proposals: Sequence[Tensor], image_size: tuple[int, int],
@@ -332,8 +327,12 @@ class SelectiveSearchProposer(nn.Module):
         return [p.to(images.device, torch.float32) for p in proposals], {}
 
 
-def _stage(body: BackboneFeatures, stride: int, backbone: str) -> int:
-    return body.stages_at([stride], backbone)[0]
+def _single_stage(backbone: str, in_chans: int, backbone_kwargs: dict | None, stride: int
+                  ) -> tuple[BackboneFeatures, int, int]:
+    """The backbone of a single-level model, the index of its stage of ``stride`` and its channels."""
+    body = BackboneFeatures(backbone, in_chans, **(backbone_kwargs or {}))
+    stage = body.stages_at([stride], backbone)[0]
+    return body, stage, body.channels[stage]
 
 
 def _check_box_options(num_classes: int, roi_size: int, representation_size: int, positive_fraction: float) -> None:
@@ -382,9 +381,7 @@ class FastRCNN(TwoStageDetector):
                  score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100) -> None:
         from vislab.detection.proposals import SelectiveSearch
         _check_box_options(num_classes, roi_size, representation_size, box_positive_fraction)
-        body = BackboneFeatures(backbone, in_chans, **(backbone_kwargs or {}))
-        stage = _stage(body, stride, backbone)
-        chs = body.channels[stage]
+        body, stage, chs = _single_stage(backbone, in_chans, backbone_kwargs, stride)
         heads = RoIHeads(RoIPooler(roi_size, "pool"), TwoMLPHead(chs * roi_size ** 2, representation_size),
                          FastRCNNPredictor(representation_size, num_classes), box_fg_iou, box_bg_iou, box_bg_iou_low,
                          box_batch_size_per_image, box_positive_fraction, score_thresh=score_thresh,
@@ -421,9 +418,7 @@ class FasterRCNN(TwoStageDetector):
                  box_batch_size_per_image: int = 64, box_positive_fraction: float = 0.25,
                  score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100) -> None:
         _check_box_options(num_classes, roi_size, representation_size, box_positive_fraction)
-        body = BackboneFeatures(backbone, in_chans, **(backbone_kwargs or {}))
-        stage = _stage(body, stride, backbone)
-        chs = body.channels[stage]
+        body, stage, chs = _single_stage(backbone, in_chans, backbone_kwargs, stride)
         anchors = AnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),))
         rpn = _rpn(anchors, chs, rpn_fg_iou, rpn_bg_iou, rpn_batch_size_per_image, rpn_positive_fraction,
                    rpn_pre_nms_top_n, rpn_post_nms_top_n, rpn_nms_thresh)
