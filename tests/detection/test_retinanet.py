@@ -218,3 +218,35 @@ def test_overfits_a_handful_of_scenes():
     torch.manual_seed(0)
     ap50 = overfit_ap50(RetinaNet(10, **SMALL), steps=200)
     assert ap50 > 0.8, ap50
+
+
+@pytest.mark.parametrize("extra", [0, 2])
+def test_fpn_equals_torchvisions_with_copied_weights(extra):
+    """vislab's FPN neck (lateral 1x1, top-down nearest + add, 3x3 smoothing; extra levels as
+    RetinaNet's P6/P7) against ``torchvision.ops.FeaturePyramidNetwork`` with the same weights
+    (and ``LastLevelP6P7`` on P5 for the extra levels)."""
+    from collections import OrderedDict
+
+    from torchvision.ops import FeaturePyramidNetwork
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    from vislab.detection.retinanet import FPN
+    torch.manual_seed(0)
+    in_chs, out = [8, 16, 32], 12
+    ours = FPN(in_chs, out, extra)
+    tv = FeaturePyramidNetwork(in_chs, out, LastLevelP6P7(out, out) if extra else None)
+    with torch.no_grad():
+        for i in range(len(in_chs)):
+            for theirs, mine in ((tv.inner_blocks[i][0], ours.lateral[i]), (tv.layer_blocks[i][0], ours.smooth[i])):
+                theirs.weight.copy_(mine.weight)
+                theirs.bias.copy_(mine.bias)
+        if extra:
+            for theirs, mine in ((tv.extra_blocks.p6, ours.extra[0]), (tv.extra_blocks.p7, ours.extra[1])):
+                theirs.weight.copy_(mine.weight)
+                theirs.bias.copy_(mine.bias)
+    feats = [torch.randn(2, c, s, s + 1) for c, s in zip(in_chs, (16, 8, 4))]
+    want = list(tv(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
+    got = ours(feats)
+    assert len(got) == len(want) == len(in_chs) + extra
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
