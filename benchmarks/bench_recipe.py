@@ -39,13 +39,15 @@ class TestProbe(Hook):
     """Test accuracy after every epoch (of the weights `vislab evaluate` would use), with the
     time the probe takes kept out of the training clock."""
 
-    def __init__(self, info: DataInfo, device: torch.device, images, labels, live: bool = False) -> None:
+    def __init__(self, info: DataInfo, device: torch.device, images, labels, live: bool = False,
+                 tta: bool = False) -> None:
         self.x = info.norm.from_uint8(images, device)
         self.y = torch.from_numpy(labels)
         self.rows: list[tuple[int, float, float]] = []      # (epoch, training seconds, accuracy)
         self.val: list[float | None] = []                   # the run's own validation top-1
+        self.tta: float | None = None                       # after training, with the mirror image (`evaluate --tta`)
         self.paused = 0.0
-        self.live = live
+        self.live, self.with_tta = live, tta
 
     def before_train(self, t) -> None:
         self.t0 = _now(t.device)
@@ -60,6 +62,13 @@ class TestProbe(Hook):
             print(f"  epoch {e:3d} {s:8.2f} s  test {acc:.4f}  val {self.val[-1] or float('nan'):.4f}", flush=True)
         self.paused += time.perf_counter() - p0
 
+    def after_train(self, t) -> None:
+        if self.with_tta:   # logits averaged with the left-right mirror's, as `vislab evaluate --tta`
+            model = t.eval_model()
+            logits, _ = predict_logits(model, TensorLoader(self.x, self.y, 1024))
+            mirrored, _ = predict_logits(model, TensorLoader(self.x.flip(3), self.y, 1024))
+            self.tta = float(((logits + mirrored).argmax(1) == self.y).float().mean())
+
 
 def _now(device: torch.device) -> float:
     if device.type == "cuda":
@@ -67,21 +76,24 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def run_once(recipe: str | None, overrides: list[str], seed: int,
-             val: list | None = None, live: bool = False) -> list[tuple[int, float, float]]:
+def run_once(recipe: str | None, overrides: list[str], seed: int, val: list | None = None,
+             live: bool = False, tta: list | None = None) -> list[tuple[int, float, float]]:
     """One training run; the probe's rows ``(epoch, training seconds, test accuracy)``; the run's
-    validation top-1 after each epoch is appended to ``val`` when given (choose by it, not by test)."""
+    validation top-1 after each epoch is appended to ``val`` when given (choose by it, not by test),
+    the final model's flip-TTA test accuracy to ``tta`` when given."""
     cfg = load_config(recipe, [*overrides, f"seed={seed}"])
     test = load_split(cfg.data.name, "test", cfg.data.root)
     probes: list[TestProbe] = []
 
     def hooks(info: DataInfo, device: torch.device) -> list[Hook]:
-        probes.append(TestProbe(info, device, test.images, test.labels, live))
+        probes.append(TestProbe(info, device, test.images, test.labels, live, tta is not None))
         return probes[-1:]
     with tempfile.TemporaryDirectory(prefix="vislab-recipe-") as d:
         train(cfg, f"{d}/run", progress=False, log=lambda s: None, extra_hooks=hooks)
     if val is not None:
         val.extend(probes[0].val)
+    if tta is not None:
+        tta.append(probes[0].tta)
     return probes[0].rows
 
 
@@ -93,7 +105,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="default", help="a named recipe (default, accurate, best, ...)")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST .. FIRST+SEEDS-1 (to split seeds over runs)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--tta", action="store_true",
+                    help="also the final model's test accuracy with flip TTA (vislab evaluate --tta)")
     ap.add_argument("--quick", action="store_true", help="5,000 images, one epoch, one seed (smoke test)")
     args = ap.parse_args()
     overrides = list(args.overrides) + (["data.limit_train=5000", "data.val_size=500", "train.epochs=1"]
@@ -104,10 +119,10 @@ def main() -> None:
     print(f"recipe {args.recipe} ({' '.join(overrides) or 'as shipped'}): {cfg.model.name} "
           f"{cfg.model.kwargs or ''}, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; measured sgemm {sgemm:.0f} GFLOP/s (best of 5)")
-    finals, reach = [], {level: [] for level in LEVELS}
-    for seed in range(seeds):
+    finals, reach, ttas = [], {level: [] for level in LEVELS}, []
+    for seed in range(args.first_seed, args.first_seed + seeds):
         val: list = []
-        rows = run_once(args.recipe, overrides, seed, val, live=True)
+        rows = run_once(args.recipe, overrides, seed, val, live=True, tta=ttas if args.tta else None)
         print(f"seed {seed}: " + "  ".join(f"ep{e} {t:.0f}s {acc:.4f}" for e, t, acc in rows)
               + (f"  (validation top-1 after the last epoch {val[-1]:.4f})" if val and val[-1] is not None else ""),
               flush=True)
@@ -119,6 +134,8 @@ def main() -> None:
     spread = lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"  # noqa: E731
     print(f"final test accuracy {spread(accs)} over {seeds} seed(s); training time "
           f"{statistics.mean(times):.1f} s (min {min(times):.1f}, max {max(times):.1f})")
+    if ttas:
+        print(f"with flip TTA (vislab evaluate --tta): {spread(ttas)}")
     for level in LEVELS:
         hit = [t for t in reach[level] if t is not None]
         shown = f"{statistics.mean(hit):.1f} s (reached by {len(hit)}/{seeds} seeds)" if hit else "not reached"
