@@ -17,6 +17,8 @@ measured in the same script, before the rounds and after each.
     python -m benchmarks.bench_train [--steps 150] [--rounds 3] [--workers 0 1 2] [--memory-format contiguous] [--quick]
     python -m benchmarks.bench_train --model wrn_16_2 --steps 20     # another registry model (the default: the
                                                                      # default recipe's small CNN)
+    python -m benchmarks.bench_train --compile                       # torch.compile'd model on every side
+                                                                     # (its compilation: the first warm-up step)
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Setup:
     data: ArrayDataset                             # the training split, read once
     mean: list[float]
     std: list[float]
+    compile: bool = False                          # torch.compile the model (both sides)
 
     def model(self) -> torch.nn.Module:
         torch.manual_seed(self.cfg.seed)                # the same initial weights on both sides
@@ -74,7 +77,8 @@ class Setup:
     def trainer(self, loader) -> Trainer:
         model = self.model()
         loss = build_loss(self.cfg.train.loss, self.cfg.train.label_smoothing)
-        trainer = Trainer(model, build_optimizer(model, self.cfg.optim), loss, loader, 1)
+        trainer = Trainer(torch.compile(model) if self.compile else model, build_optimizer(model, self.cfg.optim),
+                          loss, loader, 1)
         model.train()
         trainer.reset_running()
         return trainer
@@ -102,10 +106,15 @@ def endless(loader: Iterable, memory_format: torch.memory_format) -> Iterator[tu
             yield x.contiguous(memory_format=memory_format), y
 
 
-def timed_pass(batches: Iterator, step: Callable[[Tensor, Tensor], None], steps: int) -> tuple[float, float, float]:
-    """Seconds per step (whole, in ``next(batches)``, in ``step``) over ``steps`` steps after the warm-up."""
-    for _ in range(WARMUP):
+def timed_pass(batches: Iterator, step: Callable[[Tensor, Tensor], None], steps: int,
+               first: list | None = None) -> tuple[float, float, float]:
+    """Seconds per step (whole, in ``next(batches)``, in ``step``) over ``steps`` steps after the warm-up;
+    the first warm-up step's seconds (with torch.compile, its compilation) appended to ``first``."""
+    for i in range(WARMUP):
+        t = time.perf_counter()
         step(*next(batches))
+        if i == 0 and first is not None:
+            first.append(time.perf_counter() - t)
     data = compute = 0.0
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -129,11 +138,13 @@ class Pipeline:
         self.name, self.label, self.loader, self.setup, self.data_alone = name, label, loader, setup, data_alone
         self.trainer = setup.trainer(loader)
         self.best: Timing | None = None
+        self.first_step_s: list[float] = []        # each round's first warm-up step
 
     def run_round(self, steps: int) -> Timing:
         """Train ``steps`` steps; then, optionally, run the data iterator alone for as many."""
         fmt = self.setup.memory_format
-        step_s, data_s, compute_s = timed_pass(endless(self.loader, fmt), self.trainer.train_step, steps)
+        step_s, data_s, compute_s = timed_pass(endless(self.loader, fmt), self.trainer.train_step, steps,
+                                               self.first_step_s)
         alone = timed_pass(endless(self.loader, fmt), no_op, steps)[0] if self.data_alone else float("nan")
         t = Timing(self.name, self.setup.cfg.train.batch_size, step_s, data_s, compute_s, alone)
         alone_best = alone if self.best is None else min(self.best.data_alone_s, alone)
@@ -195,6 +206,7 @@ def main() -> None:
     ap.add_argument("--sgemm-best-of", type=int, default=5, help="sgemm products timed at each measuring point")
     ap.add_argument("--model", default=None, help="a registry model instead of the default recipe's")
     ap.add_argument("--model-kwargs", default="{}", metavar="YAML", help="its constructor arguments, e.g. '{widths: [64, 128, 256]}'")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model on every side")
     ap.add_argument("--quick", action="store_true", help="10 steps, 2 rounds, sgemm best of 2 (smoke test)")
     args = ap.parse_args()
     if min(args.steps, args.rounds, args.sgemm_best_of) < 1 or min(args.workers) < 0:
@@ -209,12 +221,12 @@ def main() -> None:
     fmt_name = args.memory_format or ("channels_last" if cfg.train.channels_last else "contiguous")
     other_name = next(f for f in FORMATS if f != fmt_name)
     data = load_split("fashion_mnist", "train")
-    setup = Setup(cfg, FORMATS[fmt_name], data, *channel_stats(data.images))
+    setup = Setup(cfg, FORMATS[fmt_name], data, *channel_stats(data.images), compile=args.compile)
     other = replace(setup, memory_format=FORMATS[other_name])
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start")
-    print(f"same on both sides: {cfg.model.name} {cfg.model.kwargs or ''}, {fmt_name}, batch {cfg.train.batch_size}, "
+    print(f"same on both sides: {cfg.model.name} {cfg.model.kwargs or ''}{' (torch.compile)' if args.compile else ''}, {fmt_name}, batch {cfg.train.batch_size}, "
           f"pad {CROP_PAD} + random crop + flip, {cfg.optim.name} lr {cfg.optim.lr}, {cfg.train.loss} "
           f"(smoothing {cfg.train.label_smoothing}), Trainer.train_step, {steps} steps (+{WARMUP} warm-up) a round")
     root = _torchvision_root()
@@ -232,6 +244,7 @@ def main() -> None:
             print(f"round {r + 1}/{rounds} (load average {os.getloadavg()[0]:.1f}), images/s: "
                   + ", ".join(f"{p.label} {got[p].images_per_s:.0f}" for p in pipelines)
                   + f"; sgemm {sgemm[-1]:.0f} GFLOP/s", flush=True)
+        first = ours.first_step_s
         ours, refs, fmt_only = ours.best, [p.best for p in refs], fmt_only.best
     finally:
         shutil.rmtree(root)
@@ -247,6 +260,9 @@ def main() -> None:
           f"= ms/step; training {flops / 1e6:.1f} MFLOP/image (forward+backward); % of the measured sgemm "
           f"{peak:.1f} GFLOP/s")
     print_table([ours, *refs], flops, peak)
+    print(f"vislab's first step: {first[0]:.2f} s in round 1"
+          + (" (torch.compile's compilation)" if args.compile else "")
+          + (f", {min(first[1:]):.2f} s at best in later rounds" if len(first) > 1 else ""))
     bound = "compute bounds the ratio" if ours.compute_s > ours.data_s else "data, not compute, dominates"
     print(f"{bound}: forward+backward+step is {ours.compute_s * 1e3:.1f} ms of vislab's "
           f"{ours.step_s * 1e3:.1f} ms step ({ours.compute_s / ours.step_s:.0%}); with free data vislab "
