@@ -108,7 +108,8 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST .. FIRST+SEEDS-1 (to split seeds over runs)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--tta", action="store_true",
-                    help="also the final model's test accuracy with flip TTA (vislab evaluate --tta)")
+                    help="also the final model's test accuracy with flip TTA (what `vislab evaluate --tta` "
+                         "reports when best.pt is the last epoch, as it is when the validation loss falls to the end)")
     ap.add_argument("--quick", action="store_true", help="5,000 images, one epoch, one seed (smoke test)")
     args = ap.parse_args()
     overrides = list(args.overrides) + (["data.limit_train=5000", "data.val_size=500", "train.epochs=1"]
