@@ -97,6 +97,13 @@ def run_once(recipe: str | None, overrides: list[str], seed: int, val: list | No
     return probes[0].rows
 
 
+def spread(values: list[float]) -> str:
+    """Mean ± sample standard deviation (the value alone for one)."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
 def time_to(rows: list[tuple[int, float, float]], level: float) -> float | None:
     return next((t for _, t, acc in rows if acc >= level), None)
 
@@ -132,7 +139,6 @@ def main() -> None:
             reach[level].append(time_to(rows, level))
     after = measured_sgemm_gflops(5)
     times, accs = [t for t, _ in finals], [a for _, a in finals]
-    spread = lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"  # noqa: E731
     print(f"final test accuracy {spread(accs)} over {seeds} seed(s); training time "
           f"{statistics.mean(times):.1f} s (min {min(times):.1f}, max {max(times):.1f})")
     if ttas:
