@@ -3,7 +3,7 @@ epoch against the training clock, the time to 92/93/94/95%, over several seeds.
 
     python -m benchmarks.bench_recipe                          # the default recipe (make demo), 3 seeds
     python -m benchmarks.bench_recipe --recipe accurate --seeds 2
-    python -m benchmarks.bench_recipe --recipe best --seeds 1
+    python -m benchmarks.bench_recipe --recipe best --seeds 1 --tta    # and --first-seed 1 for another
     python -m benchmarks.bench_recipe --set train.epochs=4     # any override
     python -m benchmarks.bench_recipe --quick                  # smoke run
 
@@ -26,9 +26,8 @@ from benchmarks.common import measured_sgemm_gflops
 from vislab.config import load_config
 from vislab.data.datasets import load_split
 from vislab.data.info import DataInfo
-from vislab.data.loader import TensorLoader
 from vislab.engine.hooks import Hook
-from vislab.tasks.classification import predict_logits
+from vislab.tasks.classification import image_logits
 from vislab.tasks.runner import train
 
 GOALS = {"default": (0.92, 120.0), "accurate": (0.93, 300.0), "best": (0.95, 3600.0)}
@@ -54,7 +53,7 @@ class TestProbe(Hook):
 
     def after_epoch(self, t) -> None:
         p0 = _now(t.device)
-        logits, _ = predict_logits(t.eval_model(), TensorLoader(self.x, self.y, 1024))
+        logits, _ = image_logits(t.eval_model(), self.x, self.y, 1024)
         self.rows.append((t.epoch + 1, p0 - self.t0 - self.paused, float((logits.argmax(1) == self.y).float().mean())))
         self.val.append(t.epoch_metrics.get("val_top1"))
         if self.live:
@@ -63,11 +62,9 @@ class TestProbe(Hook):
         self.paused += time.perf_counter() - p0
 
     def after_train(self, t) -> None:
-        if self.with_tta:   # logits averaged with the left-right mirror's, as `vislab evaluate --tta`
-            model = t.eval_model()
-            logits, _ = predict_logits(model, TensorLoader(self.x, self.y, 1024))
-            mirrored, _ = predict_logits(model, TensorLoader(self.x.flip(3), self.y, 1024))
-            self.tta = float(((logits + mirrored).argmax(1) == self.y).float().mean())
+        if self.with_tta:
+            logits, _ = image_logits(t.eval_model(), self.x, self.y, 1024, tta=True)
+            self.tta = float((logits.argmax(1) == self.y).float().mean())
 
 
 def _now(device: torch.device) -> float:

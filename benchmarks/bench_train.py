@@ -44,7 +44,7 @@ from vislab.data.transforms import AugmentConfig
 from vislab.engine.losses import build_loss
 from vislab.engine.optim import build_optimizer
 from vislab.engine.trainer import Trainer
-from vislab.models import create_model
+from vislab.models import create_model, list_models
 
 CROP_PAD = 2                                     # both sides: pad 2, random 28x28 crop, then flip
 WARMUP = 5                                       # untimed steps before every timed pass
@@ -214,6 +214,8 @@ def main() -> None:
     steps, rounds, best_of = (10, 2, 2) if args.quick else (args.steps, args.rounds, args.sgemm_best_of)
     cfg = Config()
     if args.model:
+        if args.model not in list_models():
+            ap.error(f"unknown model {args.model!r}: `vislab models` lists the registered ones")
         cfg.model.name = args.model
     cfg.model.kwargs = yaml.safe_load(args.model_kwargs) or {}
     if not isinstance(cfg.model.kwargs, dict):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.bench_recipe import TestProbe, time_to
+import benchmarks.bench_recipe as bench
 from vislab.config import load_config
 from vislab.data.datasets import load_split
 from vislab.tasks import runner
@@ -19,7 +19,7 @@ def test_probe_and_its_tta_equal_vislab_evaluate_on_the_recipe_best(tmp_path):
     probes = []
 
     def hooks(info, device):
-        probes.append(TestProbe(info, device, test.images, test.labels, tta=True))
+        probes.append(bench.TestProbe(info, device, test.images, test.labels, tta=True))
         return probes[-1:]
     runner.train(cfg, str(tmp_path / "run"), progress=False, log=lambda s: None, extra_hooks=hooks)
     (epoch, seconds, acc), = probes[0].rows
@@ -30,4 +30,4 @@ def test_probe_and_its_tta_equal_vislab_evaluate_on_the_recipe_best(tmp_path):
 
 def test_time_to_is_the_first_epoch_at_or_past_the_level():
     rows = [(1, 10.0, 0.90), (2, 20.0, 0.93), (3, 30.0, 0.92), (4, 40.0, 0.95)]
-    assert time_to(rows, 0.93) == 20.0 and time_to(rows, 0.95) == 40.0 and time_to(rows, 0.96) is None
+    assert bench.time_to(rows, 0.93) == 20.0 and bench.time_to(rows, 0.95) == 40.0 and bench.time_to(rows, 0.96) is None

@@ -43,6 +43,17 @@ def predict_logits(model: nn.Module, loader, amp_dtype: torch.dtype | None = Non
     return torch.cat(outs), torch.cat(labels)
 
 
+def image_logits(model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
+                    tta: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`predict_logits` of the images ``x``; with ``tta``, averaged with those of the
+    left-right mirror images (flip test-time augmentation, ``vislab evaluate --tta``)."""
+    logits, labels = predict_logits(model, TensorLoader(x, y, batch_size))
+    if tta:
+        mirrored, _ = predict_logits(model, TensorLoader(x.flip(3), y, batch_size))
+        logits = (logits + mirrored) / 2
+    return logits, labels
+
+
 def split_train_val(n: int, cfg: Config, val_indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation indices within the (possibly limited) training set."""
     if val_indices is not None:
@@ -202,10 +213,7 @@ class ClassificationTask:
         if cfg.data.classes is not None:     # the classes the run was trained on, labelled as in training
             test = keep_classes(test, cfg.data.classes)
         x, y = run.norm.from_uint8(test.images, run.device), torch.from_numpy(test.labels).to(run.device)
-        logits, labels = predict_logits(run.model, TensorLoader(x, y, cfg.train.eval_batch_size))
-        if tta:   # average with the left-right mirror image
-            flipped, _ = predict_logits(run.model, TensorLoader(x.flip(3), y, cfg.train.eval_batch_size))
-            logits = (logits + flipped) / 2
+        logits, labels = image_logits(run.model, x, y, cfg.train.eval_batch_size, tta)
         classes = list(run.classes)
         report = classification_report(logits, labels, classes)
         report.update(task=self.name, run_dir=run.run_dir, tta=tta, dataset=cfg.data.name, model=cfg.model.name,
@@ -306,5 +314,5 @@ def _model_summary(run: TrainedRun) -> str:
 
 TASK = register_task(ClassificationTask())
 
-__all__ = ["ClassificationTask", "TASK", "build_classifier", "images_to_input", "predict_logits",
+__all__ = ["ClassificationTask", "TASK", "build_classifier", "image_logits", "images_to_input", "predict_logits",
            "split_train_val", "top_predictions"]
